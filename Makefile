@@ -1,0 +1,67 @@
+# account-guardrail: every command a developer or CI runs. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+PYTHON313 ?= $(shell command -v python3.13 2>/dev/null || echo /root/.pyenv/versions/3.13.0/bin/python3.13)
+VENV := .venv
+BIN := $(VENV)/bin
+SAM_VENV := .venv-sam
+CHECKOV_VENV := .venv-checkov
+PIP_FLAGS := -q --disable-pip-version-check
+export AWS_DEFAULT_REGION ?= us-east-1
+export SAM_CLI_TELEMETRY := 0
+export PATH := $(dir $(PYTHON313)):$(PATH)
+
+.PHONY: help demo test lint typecheck unit template build bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(BIN)/guardrail: requirements-dev.txt pyproject.toml layers/guardrail_core/pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install $(PIP_FLAGS) -r requirements-dev.txt
+	$(BIN)/pip install $(PIP_FLAGS) --no-deps -e layers/guardrail_core -e .
+	@touch $@
+
+$(SAM_VENV)/bin/sam: requirements-sam.txt
+	@test -x $(SAM_VENV)/bin/python || $(PYTHON313) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install $(PIP_FLAGS) -r requirements-sam.txt
+	@touch $@
+
+$(CHECKOV_VENV)/bin/checkov: requirements-checkov.txt
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install $(PIP_FLAGS) -r requirements-checkov.txt
+	@touch $@
+
+demo: $(BIN)/guardrail  ## run the guardrail on a local stand-in account (no AWS account needed)
+	$(BIN)/guardrail demo
+
+test: lint typecheck template unit  ## install everything needed and run every check
+	$(BIN)/guardrail demo > /dev/null
+	$(BIN)/guardrail replay --json events/*.json > /dev/null
+	@echo "make test: all checks passed"
+
+lint: $(BIN)/guardrail  ## ruff
+	$(BIN)/ruff check .
+
+typecheck: $(BIN)/guardrail  ## mypy (strict) on the layer, the tools and each function
+	$(BIN)/mypy
+	@for app in functions/*/app.py; do $(BIN)/mypy --no-error-summary "$$app" || exit 1; done
+
+template: $(BIN)/guardrail $(SAM_VENV)/bin/sam $(CHECKOV_VENV)/bin/checkov  ## cfn-lint, sam validate --lint, checkov, sam build
+	$(BIN)/cfn-lint template.yaml
+	$(SAM_VENV)/bin/sam validate --lint --template template.yaml
+	$(CHECKOV_VENV)/bin/checkov --quiet --compact --framework cloudformation -f template.yaml
+	$(SAM_VENV)/bin/sam build --template template.yaml
+
+unit: $(BIN)/guardrail  ## pytest (moto, offline)
+	$(BIN)/pytest
+
+build: $(SAM_VENV)/bin/sam  ## sam build (then: sam deploy --guided, in us-east-1)
+	$(SAM_VENV)/bin/sam build --template template.yaml
+
+bench: $(BIN)/guardrail $(SAM_VENV)/bin/sam  ## benchmarks with budgets (exit 1 when one is broken)
+	$(SAM_VENV)/bin/sam build --template template.yaml > /dev/null
+	$(BIN)/python bench/run.py
+
+clean:  ## remove virtualenvs and build output
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) .aws-sam .mypy_cache .ruff_cache

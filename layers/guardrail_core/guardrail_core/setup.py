@@ -1,0 +1,204 @@
+"""Converge the whole baseline (the setup function), and speak CloudFormation's custom resource protocol.
+
+Direct invocation: `{"dry_run": true}` reports the plan and changes nothing; `{}` converges.
+Custom resource: Create/Update converge; Delete leaves the baseline in place. Whatever
+happens, CloudFormation gets exactly one answer, before the function's own timeout.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from guardrail_core import iam_baseline
+from guardrail_core.aws import client, error_code
+from guardrail_core.baseline import describe
+from guardrail_core.config import Settings
+from guardrail_core.findings import Action, Finding, Severity, Status
+
+RESPONSE_MARGIN_MS = 15_000  # answer CloudFormation this long before Lambda would kill us
+CLOUDTRAIL_READ_ACTIONS = frozenset({"cloudtrail:DescribeTrails", "cloudtrail:GetTrailStatus",
+                                     "cloudtrail:GetEventSelectors"})
+
+
+@dataclass
+class SetupResult:
+    dry_run: bool
+    plan: list[str] = field(default_factory=list)
+    actions: list[Action] = field(default_factory=list)
+    trail: str = ""
+    trail_ok: bool = False
+
+    @property
+    def failed(self) -> list[Action]:
+        return [a for a in self.actions if a.status is Status.FAILED]
+
+    @property
+    def held_back(self) -> list[Action]:
+        return [a for a in self.actions if a.status is Status.SKIPPED and "lockout" in a.detail]
+
+    @property
+    def compliant(self) -> bool:
+        return not self.failed and not self.held_back and (self.dry_run is False or not self.plan)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "plan": self.plan,
+            "actions": [{"name": a.name, "target": a.target, "status": a.status.value, "detail": a.detail,
+                         "undo": a.undo} for a in self.actions],
+            "trail": self.trail,
+            "trail_ok": self.trail_ok,
+            "compliant": self.compliant,
+        }
+
+    def summary(self) -> str:
+        if not self.plan:
+            return "Baseline already in place: nothing to change."
+        done = sum(a.status is Status.SUCCEEDED for a in self.actions)
+        text = f"{done} of {len(self.plan)} changes made."
+        if self.held_back:
+            text += " Held back to avoid a lockout: " + self.held_back[0].detail
+        if self.failed:
+            text += " Failed: " + "; ".join(f"{a.name} ({a.detail})" for a in self.failed)
+        return text
+
+
+def check_trail(cloudtrail: Any) -> tuple[bool, str]:
+    """Is a logging, multi-region trail recording management events? EventBridge sees nothing otherwise."""
+    trails = cloudtrail.describe_trails(includeShadowTrails=True).get("trailList", [])
+    candidates = [t for t in trails if t.get("IsMultiRegionTrail")]
+    if not candidates:
+        return False, ("No multi-region CloudTrail trail exists: EventBridge receives no CloudTrail events, so "
+                       "the detectors are blind. Create one (CloudTrail console > Trails > Create trail, "
+                       "all regions, management events: read and write).")
+    for trail in candidates:
+        arn = trail["TrailARN"]
+        if not cloudtrail.get_trail_status(Name=arn).get("IsLogging"):
+            continue
+        selectors = cloudtrail.get_event_selectors(TrailName=arn)
+        if _records_management_writes(selectors):
+            return True, f"Trail {trail['Name']} is logging management events in all regions."
+    names = ", ".join(t["Name"] for t in candidates)
+    return False, (f"Trail(s) {names} exist but none is logging management write events: the detectors are "
+                   f"blind until one is (CloudTrail console > Trails > the trail > Start logging).")
+
+
+def _records_management_writes(selectors: Mapping[str, Any]) -> bool:
+    basic, advanced_list = selectors.get("EventSelectors") or [], selectors.get("AdvancedEventSelectors") or []
+    if not basic and not advanced_list:
+        return True  # no selectors at all: CloudTrail's default records all management events
+    for selector in selectors.get("EventSelectors") or []:
+        if selector.get("IncludeManagementEvents", True) and selector.get("ReadWriteType", "All") in ("All", "WriteOnly"):
+            return True
+    for advanced in selectors.get("AdvancedEventSelectors") or []:
+        fields = {f.get("Field"): f for f in advanced.get("FieldSelectors", [])}
+        category = fields.get("eventCategory", {}).get("Equals", [])
+        if "Management" in category and "true" not in fields.get("readOnly", {}).get("Equals", []):
+            return True
+    return False
+
+
+def converge(settings: Settings, *, dry_run: bool) -> SetupResult:
+    iam = client("iam")
+    observed = iam_baseline.read(iam, settings, iam_baseline.EVERYTHING)
+    changes = iam_baseline.converge_plan(iam, settings, observed)
+    result = SetupResult(dry_run=dry_run, plan=describe(changes))
+    result.actions = iam_baseline.apply(
+        iam, changes, allowed=not dry_run, not_allowed_reason="dry run: planned, not made",
+    )
+    try:
+        result.trail_ok, result.trail = check_trail(client("cloudtrail", settings.region))
+    except Exception as exc:  # the trail check informs; it must not fail the setup
+        result.trail = f"Could not check CloudTrail ({error_code(exc)}); make sure a multi-region trail is logging."
+    return result
+
+
+def setup_finding(settings: Settings, result: SetupResult) -> Finding:
+    """The email the owner gets after setup changed something or could not finish."""
+    if result.failed or result.held_back:
+        severity, headline = Severity.HIGH, "Baseline setup incomplete"
+    elif not result.trail_ok:
+        severity, headline = Severity.MEDIUM, "Baseline in place, but CloudTrail is not logging"
+    else:
+        severity, headline = Severity.INFO, "Baseline set up"
+    steps = [result.trail] if not result.trail_ok else []
+    steps += [a.detail for a in result.held_back[:1]]
+    steps.append(f"Use admin rights by switching to role {settings.admin_role} with MFA: "
+                 f"https://signin.aws.amazon.com/switchrole?roleName={settings.admin_role}&account={settings.account_id}")
+    return Finding(
+        id="baseline-setup", severity=severity, summary=headline, account_id=settings.account_id,
+        region=settings.region, what_happened=result.summary(), actions=result.actions, next_steps=steps,
+        mode="setup",
+    )
+
+
+# --- CloudFormation custom resource protocol ---------------------------------------------
+
+
+def send_cfn_response(event: Mapping[str, Any], status: str, reason: str, data: Mapping[str, Any],
+                      physical_id: str) -> None:
+    """PUT the one response CloudFormation waits for to the pre-signed ResponseURL."""
+    body = json.dumps({
+        "Status": status,
+        "Reason": reason[:3000],  # keep well inside CloudFormation's 4 KB response limit
+        "PhysicalResourceId": physical_id,
+        "StackId": event["StackId"],
+        "RequestId": event["RequestId"],
+        "LogicalResourceId": event["LogicalResourceId"],
+        "NoEcho": False,
+        "Data": dict(data),
+    }).encode()
+    request = urllib.request.Request(
+        str(event["ResponseURL"]), data=body, method="PUT",
+        headers={"Content-Type": "", "Content-Length": str(len(body))},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - URL from CloudFormation
+        response.read()
+
+
+def is_custom_resource_event(event: Any) -> bool:
+    return isinstance(event, Mapping) and "RequestType" in event and "ResponseURL" in event
+
+
+def handle_custom_resource(
+    event: Mapping[str, Any],
+    remaining_ms: Callable[[], int],
+    work: Callable[[], SetupResult],
+    send: Callable[..., None] = send_cfn_response,
+) -> dict[str, Any]:
+    """Run `work` for Create/Update, nothing for Delete, and answer exactly once."""
+    physical_id = str(event.get("PhysicalResourceId") or f"baseline-{event.get('LogicalResourceId', 'Baseline')}")
+    request_type = event.get("RequestType")
+    if request_type == "Delete":
+        send(event, "SUCCESS", "Baseline left in place (the guardrail never removes it)", {}, physical_id)
+        return {"status": "SUCCESS", "request": "Delete"}
+    if request_type not in ("Create", "Update"):
+        send(event, "FAILED", f"Unknown RequestType {request_type!r}", {}, physical_id)
+        return {"status": "FAILED"}
+    budget_s = max(1.0, (remaining_ms() - RESPONSE_MARGIN_MS) / 1000)
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(work)
+    try:
+        result = future.result(timeout=budget_s)
+    except concurrent.futures.TimeoutError:
+        send(event, "FAILED", "Setup did not finish in time; invoke the setup function directly to see why.",
+             {}, physical_id)
+        pool.shutdown(wait=False)
+        return {"status": "FAILED", "reason": "timeout"}
+    except Exception as exc:
+        send(event, "FAILED", f"Setup failed: {error_code(exc)}: {exc}", {}, physical_id)
+        pool.shutdown(wait=False)
+        return {"status": "FAILED", "reason": str(exc)}
+    pool.shutdown(wait=False)
+    if result.failed:
+        # Fail the deployment: CloudFormation rolls back and the reason says what to fix.
+        send(event, "FAILED", result.summary(), {}, physical_id)
+        return {"status": "FAILED", **result.to_dict()}
+    # A held-back step is not a failure: the stack deploys, and the owner is told what to do.
+    send(event, "SUCCESS", result.summary(), {"Compliant": str(result.compliant).lower()}, physical_id)
+    return {"status": "SUCCESS", **result.to_dict()}

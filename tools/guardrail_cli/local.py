@@ -1,0 +1,247 @@
+"""The local stand-in account: moto in-process, driven through template.yaml's own rules.
+
+`LocalGuardrail` does what EventBridge and Lambda do in the cloud: match an event against
+every rule's pattern (moto's EventBridge pattern matcher, the same one its PutEvents uses),
+and call each target function's real handler, loaded from the template's CodeUri/Handler
+with the environment the template gives it. Tests, `guardrail demo`, `guardrail replay`
+and the benchmark all go through here, so none of them can drift from the template.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import itertools
+import json
+import logging
+import os
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from moto import mock_aws
+from moto.events.models import EventPattern
+
+from guardrail_cli.recorder import Call, record_calls
+from guardrail_cli.template import Function, Rule, Stack
+
+ACCOUNT_ID = "123456789012"
+REGION = "us-east-1"
+_module_ids = itertools.count()
+
+
+@dataclass
+class FakeContext:
+    """The parts of the Lambda context object that powertools and our handlers read."""
+
+    function_name: str
+    memory_limit_in_mb: int
+    invoked_function_arn: str
+    timeout_seconds: int
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    function_version: str = "$LATEST"
+    log_group_name: str = ""
+    log_stream_name: str = "local"
+    _started: float = field(default_factory=time.monotonic)
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.timeout_seconds - (time.monotonic() - self._started)) * 1000))
+
+
+@dataclass
+class Invocation:
+    function: str
+    calls: list[Call] = field(default_factory=list)
+    result: Any = None
+    error: str | None = None
+    logs: str = ""
+
+    @property
+    def api_calls(self) -> list[str]:
+        return [c.name for c in self.calls]
+
+    @property
+    def notifications(self) -> list[dict[str, str]]:
+        """What the owner receives: subject and the email rendering of each published message."""
+        out = []
+        for call in self.calls:
+            if call.name != "sns:Publish":
+                continue
+            message = call.params.get("Message", "")
+            if call.params.get("MessageStructure") == "json":
+                message = json.loads(message).get("email") or json.loads(message).get("default", "")
+            out.append({"subject": call.params.get("Subject", ""), "message": message})
+        return out
+
+    @property
+    def findings(self) -> list[dict[str, Any]]:
+        return list(self.result.get("findings", [])) if isinstance(self.result, dict) else []
+
+    @property
+    def actions(self) -> list[dict[str, Any]]:
+        return list(self.result.get("actions", [])) if isinstance(self.result, dict) else []
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "function": self.function,
+            "api_calls": self.api_calls,
+            "findings": self.findings,
+            "actions": [{k: a[k] for k in ("name", "target", "status", "detail") if k in a} for a in self.actions],
+            "notifications": self.notifications,
+            "error": self.error,
+        }
+
+
+class LocalGuardrail:
+    """One deployed stack: its rules and functions, each function a warm 'container'."""
+
+    def __init__(self, stack: Stack | None = None) -> None:
+        self.stack = stack or Stack(account_id=ACCOUNT_ID, region=REGION)
+        self.functions: dict[str, Function] = self.stack.functions()
+        self.rules: list[tuple[Rule, EventPattern]] = [
+            (rule, EventPattern.load(json.dumps(rule.pattern))) for rule in self.stack.rules()
+        ]
+        self._handlers: dict[str, Callable[[Any, Any], Any]] = {}
+
+    # -- EventBridge ----------------------------------------------------------------------
+
+    def route(self, event: Mapping[str, Any]) -> list[Rule]:
+        """The rules whose pattern matches the event (as EventBridge would decide)."""
+        return [rule for rule, pattern in self.rules if pattern.matches_event(dict(event))]
+
+    def dispatch(self, event: Mapping[str, Any]) -> tuple[list[Rule], list[Invocation]]:
+        """Route an event and invoke every matching rule's target once per rule."""
+        rules = self.route(event)
+        return rules, [self.invoke(rule.function, event) for rule in rules]
+
+    # -- Lambda ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def environment(self, function: Function) -> Iterator[None]:
+        """The function's environment as Lambda would set it, restored afterwards."""
+        env = {
+            **function.environment,
+            "AWS_REGION": self.stack.region,
+            "AWS_DEFAULT_REGION": self.stack.region,
+            "AWS_LAMBDA_FUNCTION_NAME": function.name,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory),
+        }
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            yield
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+    def _load(self, function: Function) -> Callable[[Any, Any], Any]:
+        if function.logical_id not in self._handlers:
+            name = f"guardrail_fn_{function.logical_id}_{next(_module_ids)}"
+            spec = importlib.util.spec_from_file_location(name, function.module_path)
+            if spec is None or spec.loader is None:
+                raise ImportError(f"cannot load {function.module_path}")
+            module: ModuleType = importlib.util.module_from_spec(spec)
+            with self.environment(function):
+                spec.loader.exec_module(module)
+            self._handlers[function.logical_id] = getattr(module, function.handler_name)
+        return self._handlers[function.logical_id]
+
+    def handler(self, logical_id: str) -> Callable[[Any, Any], Any]:
+        return self._load(self.functions[logical_id])
+
+    def context(self, logical_id: str) -> FakeContext:
+        function = self.functions[logical_id]
+        return FakeContext(
+            function_name=function.name,
+            memory_limit_in_mb=function.memory,
+            invoked_function_arn=f"arn:aws:lambda:{self.stack.region}:{self.stack.account_id}:function:{function.name}",
+            timeout_seconds=function.timeout,
+            log_group_name=f"/aws/lambda/{function.name}",
+        )
+
+    def invoke(self, logical_id: str, event: Any) -> Invocation:
+        """Call the function's handler as Lambda would; an exception becomes `error`."""
+        function = self.functions[logical_id]
+        handler = self._load(function)
+        invocation = Invocation(function=logical_id)
+        logs = io.StringIO()
+        with self.environment(function), _captured_logs(logs), record_calls() as recorder:
+            try:
+                invocation.result = handler(json.loads(json.dumps(event)), self.context(logical_id))
+            except Exception as exc:  # Lambda reports it and retries (async)
+                invocation.error = f"{type(exc).__name__}: {exc}"
+                logs.write(traceback.format_exc())
+        invocation.calls = recorder.calls
+        invocation.logs = logs.getvalue()
+        return invocation
+
+
+@contextlib.contextmanager
+def _captured_logs(buffer: io.StringIO) -> Iterator[None]:
+    """Send the handlers' structured logs and metrics (stdout in Lambda) into `buffer`."""
+    handlers = [h for h in logging.getLogger("account-guardrail").handlers if isinstance(h, logging.StreamHandler)]
+    previous = [h.setStream(buffer) for h in handlers]
+    with contextlib.redirect_stdout(buffer):
+        try:
+            yield
+        finally:
+            for h, stream in zip(handlers, previous, strict=True):
+                h.setStream(stream)
+
+
+# --- the account -------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def local_aws(region: str = REGION) -> Iterator[None]:
+    """moto for every AWS call in the block, with AWS managed policies available."""
+    fake = {
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": region, "AWS_REGION": region,
+        "MOTO_ACCOUNT_ID": ACCOUNT_ID,
+    }
+    saved = {k: os.environ.get(k) for k in fake}
+    os.environ.update(fake)
+    try:
+        with mock_aws(config={"iam": {"load_aws_managed_policies": True}}):
+            yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def deploy_stack_resources(stack: Stack) -> None:
+    """Create what the handlers call besides IAM: the alert topic, the idempotency table,
+    the failure queue and the quarantine policy, named as the template names them."""
+    import boto3
+
+    for logical_id, resource in stack.resources.items():
+        kind = resource["Type"]
+        props = resource.get("Properties", {})
+        if kind == "AWS::SNS::Topic":
+            boto3.client("sns", region_name=stack.region).create_topic(Name=stack._name_of(logical_id))
+        elif kind == "AWS::DynamoDB::Table":
+            boto3.client("dynamodb", region_name=stack.region).create_table(
+                TableName=stack._name_of(logical_id),
+                AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+                KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                BillingMode="PAY_PER_REQUEST",
+            )
+        elif kind == "AWS::SQS::Queue":
+            boto3.client("sqs", region_name=stack.region).create_queue(QueueName=stack._name_of(logical_id))
+        elif kind == "AWS::IAM::ManagedPolicy" and "mfa-required" in stack._name_of(logical_id):
+            boto3.client("iam").create_policy(
+                PolicyName=stack._name_of(logical_id),
+                PolicyDocument=json.dumps(stack.resolve(props["PolicyDocument"])),
+            )

@@ -1,0 +1,106 @@
+"""Helpers shared by the tests, the demo and the benchmark: real records, envelopes, accounts."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from guardrail_cli.local import ACCOUNT_ID, REGION, LocalGuardrail, deploy_stack_resources, local_aws
+from guardrail_cli.seed import create_seed_account
+from guardrail_cli.template import REPO_ROOT, Stack
+
+EVENTS_DIR = REPO_ROOT / "events"
+
+
+def corpus_dir() -> Path:
+    """../shared/corpus beside the checkout (GUARDRAIL_CORPUS overrides)."""
+    path = Path(os.environ.get("GUARDRAIL_CORPUS", REPO_ROOT.parent / "shared" / "corpus"))
+    if not (path / "index.json").is_file():
+        raise FileNotFoundError(f"CloudTrail corpus not found at {path} (set GUARDRAIL_CORPUS)")
+    return path
+
+
+def corpus_index() -> list[dict[str, Any]]:
+    return list(json.loads((corpus_dir() / "index.json").read_text()))
+
+
+def corpus_records(event_name: str | None = None, event_source: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """(file, record) for every raw CloudTrail record, optionally filtered."""
+    out = []
+    for entry in corpus_index():
+        if entry.get("form") != "raw":
+            continue
+        if event_name and entry.get("eventName") != event_name:
+            continue
+        if event_source and entry.get("eventSource") != event_source:
+            continue
+        out.append((entry["file"], json.loads((corpus_dir() / entry["file"]).read_text())))
+    return out
+
+
+def detail_type_for(record: Mapping[str, Any]) -> str:
+    if record.get("eventSource") == "signin.amazonaws.com" and record.get("eventType") != "AwsApiCall":
+        return "AWS Console Sign In via CloudTrail"
+    return "AWS API Call via CloudTrail"
+
+
+def envelope(record: Mapping[str, Any], **overrides: Any) -> dict[str, Any]:
+    """Wrap a raw CloudTrail record in the EventBridge envelope EventBridge would give it."""
+    source = "aws." + str(record.get("eventSource", "unknown.amazonaws.com")).split(".")[0]
+    identity = record.get("userIdentity") or {}
+    account = record.get("recipientAccountId") or (identity.get("accountId") if isinstance(identity, dict) else None)
+    digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+    event = {
+        "version": "0",
+        "id": f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}",
+        "detail-type": detail_type_for(record),
+        "source": source,
+        "account": str(account or ACCOUNT_ID),
+        "time": record.get("eventTime", "2026-11-29T00:00:00Z"),
+        "region": record.get("awsRegion", REGION),
+        "resources": [],
+        "detail": copy.deepcopy(dict(record)),
+    }
+    event.update(overrides)
+    return event
+
+
+def retarget(record: Mapping[str, Any], account: str = ACCOUNT_ID, region: str = REGION) -> dict[str, Any]:
+    """The same record as if recorded in the local account and region (for handler tests).
+
+    Corpus records come from other (often anonymised) accounts and regions; the handlers
+    rightly ignore those, so tests that want a judgement move the record here first.
+    """
+    text = json.dumps(record)
+    for old in {str(record.get("recipientAccountId") or ""), str((record.get("userIdentity") or {}).get("accountId") or "")}:
+        if old and old != account:
+            text = text.replace(old, account)
+    moved = json.loads(text)
+    moved["awsRegion"] = region
+    moved["recipientAccountId"] = account
+    return dict(moved)
+
+
+def load_event(path: str | Path) -> dict[str, Any]:
+    return dict(json.loads(Path(path).read_text()))
+
+
+@contextlib.contextmanager
+def baseline_account(parameters: Mapping[str, str] | None = None, *, converge: bool = True) -> Iterator[LocalGuardrail]:
+    """A fresh local account: the seed account, the stack's resources, and (by default)
+    the setup function run once so the account is in the baseline state."""
+    with local_aws():
+        guardrail = LocalGuardrail(Stack(account_id=ACCOUNT_ID, region=REGION, parameters=dict(parameters or {})))
+        deploy_stack_resources(guardrail.stack)
+        create_seed_account()
+        if converge:
+            setup = guardrail.invoke("SetupFunction", {})
+            if setup.error or not setup.result.get("compliant"):
+                raise RuntimeError(f"setup did not reach the baseline: {setup.error or setup.result}")
+        yield guardrail

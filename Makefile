@@ -1,7 +1,7 @@
 # account-guardrail: every command a developer or CI runs. `make help` lists them.
 SHELL := /bin/bash
-PYTHON ?= python3
-PYTHON313 ?= $(shell command -v python3.13 2>/dev/null || echo /root/.pyenv/versions/3.13.0/bin/python3.13)
+PYTHON := $(or $(shell command -v python3 2>/dev/null),python3)
+PYTHON313 ?= $(firstword $(wildcard /root/.pyenv/versions/3.13*/bin/python3.13) $(shell command -v python3.13 2>/dev/null))
 VENV := .venv
 BIN := $(VENV)/bin
 SAM_VENV := .venv-sam
@@ -50,7 +50,7 @@ typecheck: $(BIN)/guardrail  ## mypy (strict) on the layer, the tools and each f
 template: $(BIN)/guardrail $(SAM_VENV)/bin/sam $(CHECKOV_VENV)/bin/checkov  ## cfn-lint, sam validate --lint, checkov, sam build
 	$(BIN)/cfn-lint template.yaml
 	$(SAM_VENV)/bin/sam validate --lint --template template.yaml
-	$(CHECKOV_VENV)/bin/checkov --quiet --compact --framework cloudformation -f template.yaml
+	$(CHECKOV_VENV)/bin/checkov --quiet --compact --skip-download --framework cloudformation -f template.yaml
 	$(SAM_VENV)/bin/sam build --template template.yaml
 
 unit: $(BIN)/guardrail  ## pytest (moto, offline)

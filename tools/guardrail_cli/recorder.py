@@ -51,7 +51,7 @@ class Recorder:
 
 
 _active: list[Recorder] = []
-_original = BaseClient._make_api_call
+_wrapped: list[Any] = []  # the method in place when recording started (may itself be a fault injector)
 
 
 def _recording_call(self: BaseClient, operation_name: str, api_params: dict[str, Any]) -> Any:
@@ -60,7 +60,7 @@ def _recording_call(self: BaseClient, operation_name: str, api_params: dict[str,
         service = {"email": "ses", "monitoring": "cloudwatch"}.get(service, service)
         for recorder in _active:
             recorder.calls.append(Call(service, operation_name, dict(api_params)))
-    return _original(self, operation_name, api_params)
+    return _wrapped[-1](self, operation_name, api_params)
 
 
 @contextlib.contextmanager
@@ -68,6 +68,7 @@ def record_calls() -> Iterator[Recorder]:
     """Within the block, every botocore API call is appended to the returned recorder."""
     recorder = Recorder()
     if not _active:
+        _wrapped.append(BaseClient._make_api_call)
         BaseClient._make_api_call = _recording_call  # type: ignore[method-assign]
     _active.append(recorder)
     try:
@@ -75,4 +76,4 @@ def record_calls() -> Iterator[Recorder]:
     finally:
         _active.remove(recorder)
         if not _active:
-            BaseClient._make_api_call = _original  # type: ignore[method-assign]
+            BaseClient._make_api_call = _wrapped.pop()  # type: ignore[method-assign]

@@ -13,7 +13,7 @@ from typing import Any
 
 from guardrail_cli.local import ACCOUNT_ID, REGION, LocalGuardrail, deploy_stack_resources, local_aws
 from guardrail_cli.seed import create_seed_account
-from guardrail_cli.template import REPO_ROOT, Stack
+from guardrail_cli.template import REPO_ROOT, TEMPLATE_PATH, Stack
 
 EVENTS_DIR = REPO_ROOT / "events"
 
@@ -78,7 +78,8 @@ def retarget(record: Mapping[str, Any], account: str = ACCOUNT_ID, region: str =
     rightly ignore those, so tests that want a judgement move the record here first.
     """
     text = json.dumps(record)
-    for old in {str(record.get("recipientAccountId") or ""), str((record.get("userIdentity") or {}).get("accountId") or "")}:
+    identity = record.get("userIdentity") or {}
+    for old in {str(record.get("recipientAccountId") or ""), str(identity.get("accountId") or "")}:
         if old and old != account:
             text = text.replace(old, account)
     moved = json.loads(text)
@@ -92,11 +93,16 @@ def load_event(path: str | Path) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def baseline_account(parameters: Mapping[str, str] | None = None, *, converge: bool = True) -> Iterator[LocalGuardrail]:
+def baseline_account(parameters: Mapping[str, str] | None = None, *, converge: bool = True,
+                     template: Path | None = None) -> Iterator[LocalGuardrail]:
     """A fresh local account: the seed account, the stack's resources, and (by default)
-    the setup function run once so the account is in the baseline state."""
+    the setup function run once so the account is in the baseline state.
+
+    `template`: another template file (default: the repository's template.yaml)."""
     with local_aws():
-        guardrail = LocalGuardrail(Stack(account_id=ACCOUNT_ID, region=REGION, parameters=dict(parameters or {})))
+        stack = Stack(account_id=ACCOUNT_ID, region=REGION, parameters=dict(parameters or {}),
+                      path=template or TEMPLATE_PATH)
+        guardrail = LocalGuardrail(stack)
         deploy_stack_resources(guardrail.stack)
         create_seed_account()
         if converge:
@@ -104,3 +110,32 @@ def baseline_account(parameters: Mapping[str, str] | None = None, *, converge: b
             if setup.error or not setup.result.get("compliant"):
                 raise RuntimeError(f"setup did not reach the baseline: {setup.error or setup.result}")
         yield guardrail
+
+
+@contextlib.contextmanager
+def inject_errors(errors: Mapping[str, str], *, times: int | None = None) -> Iterator[list[str]]:
+    """Make the named operations (e.g. {"CreateRole": "AccessDenied"}) fail with that AWS error code.
+
+    `times`: fail only the first N matching calls (then let them through), e.g. throttling.
+    Yields the list of operations that were failed, in order.
+    """
+    from botocore.client import BaseClient
+    from botocore.exceptions import ClientError
+
+    failed: list[str] = []
+    original = BaseClient._make_api_call
+
+    def failing(self: BaseClient, operation: str, params: dict[str, Any]) -> Any:
+        if operation in errors and (times is None or len(failed) < times):
+            failed.append(operation)
+            code = errors[operation]
+            status = 400 if code != "ServiceUnavailable" else 503
+            raise ClientError({"Error": {"Code": code, "Message": f"injected {code} for {operation}"},
+                               "ResponseMetadata": {"HTTPStatusCode": status}}, operation)
+        return original(self, operation, params)
+
+    BaseClient._make_api_call = failing  # type: ignore[method-assign]
+    try:
+        yield failed
+    finally:
+        BaseClient._make_api_call = original  # type: ignore[method-assign]

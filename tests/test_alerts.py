@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
+from guardrail_cli.testing import envelope
 from guardrail_core import alerts
 from guardrail_core.events import parse_event
 from guardrail_core.findings import Action, Finding, Severity, Status
-from guardrail_cli.testing import envelope
 
-RECORD = {
+RECORD: dict[str, Any] = {
     "eventVersion": "1.08", "eventTime": "2026-11-29T10:15:00Z", "eventSource": "iam.amazonaws.com",
     "eventName": "AttachGroupPolicy", "awsRegion": "us-east-1", "sourceIPAddress": "203.0.113.7",
     "userAgent": "aws-cli/2.15.0", "eventID": "3f1e2d4c-0000-4000-8000-000000000001",

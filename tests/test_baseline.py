@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 
@@ -14,7 +16,7 @@ SETTINGS = Settings(account_id="123456789012")
 ROOT = "arn:aws:iam::123456789012:root"
 
 
-def trust(statement_extra: dict[str, object] | None = None, principal: object = ROOT) -> dict[str, object]:
+def trust(statement_extra: Mapping[str, object] | None = None, principal: object = ROOT) -> dict[str, Any]:
     stmt: dict[str, object] = {"Effect": "Allow", "Principal": {"AWS": principal}, "Action": "sts:AssumeRole"}
     stmt.update(statement_extra or {})
     return {"Version": "2012-10-17", "Statement": [stmt]}
@@ -43,7 +45,7 @@ def test_trust_requires_mfa(doc: object, expected: bool) -> None:
 
 def test_a_second_statement_without_mfa_breaks_the_trust() -> None:
     doc = trust(MFA)
-    doc["Statement"].append({"Effect": "Allow", "Principal": {"AWS": ROOT}, "Action": "sts:AssumeRole"})  # type: ignore[attr-defined]
+    doc["Statement"].append({"Effect": "Allow", "Principal": {"AWS": ROOT}, "Action": "sts:AssumeRole"})
     assert not baseline.trust_requires_mfa(doc, SETTINGS)
 
 
@@ -104,7 +106,8 @@ def test_only_the_parts_read_are_planned() -> None:
 def test_a_full_policy_version_history_is_pruned_before_a_new_version() -> None:
     observed = compliant_observed()
     assert observed.policy is not None
-    observed.policy.document = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+    observed.policy.document = {"Version": "2012-10-17",
+                                "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
     observed.policy.versions = ["v1", "v2", "v3", "v4"]
     (change,) = baseline.plan(observed, SETTINGS)
     assert change.call == "create_policy_version"

@@ -172,7 +172,7 @@ def test_missing_trail_is_reported_plainly(empty_account: LocalGuardrail) -> Non
 class _Listener(http.server.BaseHTTPRequestHandler):
     received: list[dict[str, Any]] = []
 
-    def do_PUT(self) -> None:  # noqa: N802 - http.server API
+    def do_PUT(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         type(self).received.append(json.loads(body))
         self.send_response(200)
@@ -196,7 +196,8 @@ def response_url() -> Iterator[tuple[str, list[dict[str, Any]]]]:
 
 def cfn_event(request_type: str, url: str) -> dict[str, Any]:
     event = {
-        "RequestType": request_type, "ResponseURL": url, "StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/account-guardrail/1",
+        "RequestType": request_type, "ResponseURL": url,
+        "StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/account-guardrail/1",
         "RequestId": f"req-{request_type}", "LogicalResourceId": "Baseline", "ResourceType": "Custom::Baseline",
         "ResourceProperties": {"ServiceToken": "arn", "AdminGroupName": "administrators"},
     }

@@ -11,7 +11,8 @@ TEMPLATE = STACK.template
 
 
 def test_every_parameter_is_constrained_explained_and_grouped() -> None:
-    grouped = {p for g in TEMPLATE["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"] for p in g["Parameters"]}
+    groups = TEMPLATE["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]
+    grouped = {p for g in groups for p in g["Parameters"]}
     for name, spec in TEMPLATE["Parameters"].items():
         constrained = "AllowedPattern" in spec or "AllowedValues" in spec or ("MinValue" in spec and "MaxValue" in spec)
         assert constrained, name

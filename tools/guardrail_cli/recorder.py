@@ -68,12 +68,12 @@ def record_calls() -> Iterator[Recorder]:
     """Within the block, every botocore API call is appended to the returned recorder."""
     recorder = Recorder()
     if not _active:
-        _wrapped.append(BaseClient._make_api_call)
-        BaseClient._make_api_call = _recording_call  # type: ignore[method-assign]
+        _wrapped.append(BaseClient._make_api_call)  # type: ignore[attr-defined]
+        BaseClient._make_api_call = _recording_call  # type: ignore[method-assign,attr-defined]
     _active.append(recorder)
     try:
         yield recorder
     finally:
         _active.remove(recorder)
         if not _active:
-            BaseClient._make_api_call = _wrapped.pop()  # type: ignore[method-assign]
+            BaseClient._make_api_call = _wrapped.pop()  # type: ignore[method-assign,attr-defined]

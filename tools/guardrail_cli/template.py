@@ -22,7 +22,7 @@ TEMPLATE_PATH = REPO_ROOT / "template.yaml"
 NO_VALUE = object()
 
 
-class _CfnLoader(yaml.SafeLoader):
+class _CfnLoader(yaml.SafeLoader):  # type: ignore[misc]
     """YAML loader that turns short-form intrinsics (!Ref, !Sub, ...) into their long form."""
 
 
@@ -47,7 +47,7 @@ _CfnLoader.add_multi_constructor("!", _intrinsic)
 
 def load_yaml(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
     with open(path, encoding="utf-8") as handle:
-        data = yaml.load(handle, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+        data = yaml.load(handle, Loader=_CfnLoader)
     if not isinstance(data, dict):
         raise ValueError(f"{path} is not a CloudFormation template")
     return data
@@ -266,7 +266,7 @@ class Stack:
             out[logical_id] = Function(
                 logical_id=logical_id,
                 name=str(self.resolve(props.get("FunctionName", logical_id))),
-                code_uri=self.path.parent / str(props["CodeUri"]),
+                code_uri=self._code_dir(str(props["CodeUri"])),
                 handler=str(props["Handler"]),
                 environment={k: str(v) for k, v in env.items()},
                 role=role,
@@ -274,6 +274,14 @@ class Stack:
                 memory=int(self.resolve(props.get("MemorySize", globals_.get("MemorySize", 128)))),
             )
         return out
+
+    def _code_dir(self, code_uri: str) -> Path:
+        """CodeUri beside the template; for a template copied elsewhere (a variant to try
+        locally), the repository's code when the copy has none of its own."""
+        beside = self.path.parent / code_uri
+        if not beside.exists() and (REPO_ROOT / code_uri).exists():
+            return REPO_ROOT / code_uri
+        return beside
 
     def rules(self) -> list[Rule]:
         """Every EventBridge rule (SAM EventBridgeRule/CloudWatchEvent events) with its pattern."""

@@ -123,19 +123,20 @@ def inject_errors(errors: Mapping[str, str], *, times: int | None = None) -> Ite
     from botocore.exceptions import ClientError
 
     failed: list[str] = []
-    original = BaseClient._make_api_call
+    original = BaseClient._make_api_call  # type: ignore[attr-defined]
 
     def failing(self: BaseClient, operation: str, params: dict[str, Any]) -> Any:
         if operation in errors and (times is None or len(failed) < times):
             failed.append(operation)
             code = errors[operation]
             status = 400 if code != "ServiceUnavailable" else 503
-            raise ClientError({"Error": {"Code": code, "Message": f"injected {code} for {operation}"},
-                               "ResponseMetadata": {"HTTPStatusCode": status}}, operation)
+            response: Any = {"Error": {"Code": code, "Message": f"injected {code} for {operation}"},
+                             "ResponseMetadata": {"HTTPStatusCode": status}}
+            raise ClientError(response, operation)
         return original(self, operation, params)
 
-    BaseClient._make_api_call = failing  # type: ignore[method-assign]
+    BaseClient._make_api_call = failing  # type: ignore[method-assign,attr-defined]
     try:
         yield failed
     finally:
-        BaseClient._make_api_call = original  # type: ignore[method-assign]
+        BaseClient._make_api_call = original  # type: ignore[method-assign,attr-defined]

@@ -211,7 +211,6 @@ def plan(observed: Observed, settings: Settings) -> list[Change]:
     """
     changes: list[Change] = []
     group_name = observed.group.name if observed.group else settings.admin_group
-    role_name = observed.role.name if observed.role else settings.admin_role
     role_arn = observed.role.arn if observed.role else settings.admin_role_arn
     policy_arn = observed.policy.arn if observed.policy else settings.assume_policy_arn
     group_arn = settings.iam_arn("group", group_name)
@@ -244,7 +243,8 @@ def plan(observed: Observed, settings: Settings) -> list[Change]:
         trust = trust_policy(settings)
         if observed.role is None:
             changes.append(Change(
-                f"Create role {settings.admin_role} (MFA required, {settings.session_seconds // 60}-minute sessions)",
+                f"Create role {settings.admin_role} "
+                f"(MFA required, {settings.session_seconds // 60}-minute sessions)",
                 role_arn, "create_role",
                 {"RoleName": settings.admin_role, "AssumeRolePolicyDocument": json.dumps(trust),
                  "MaxSessionDuration": settings.session_seconds,
@@ -254,7 +254,8 @@ def plan(observed: Observed, settings: Settings) -> list[Change]:
             changes.append(Change(
                 f"Attach AdministratorAccess to role {settings.admin_role}", role_arn, "attach_role_policy",
                 {"RoleName": settings.admin_role, "PolicyArn": ADMINISTRATOR_ACCESS_ARN},
-                undo=f"aws iam detach-role-policy --role-name {settings.admin_role} --policy-arn {ADMINISTRATOR_ACCESS_ARN}",
+                undo=f"aws iam detach-role-policy --role-name {settings.admin_role} "
+                     f"--policy-arn {ADMINISTRATOR_ACCESS_ARN}",
             ))
         else:
             role = observed.role

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from guardrail_core.events import CloudTrailEvent
 
 
-class Severity(str, Enum):
+class Severity(StrEnum):
     INFO = "INFO"
     LOW = "LOW"
     MEDIUM = "MEDIUM"
@@ -21,7 +21,7 @@ class Severity(str, Enum):
         return list(Severity).index(self)
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     SKIPPED = "skipped"  # deliberately not done (notify mode, exempt, lockout guard, kill switch)

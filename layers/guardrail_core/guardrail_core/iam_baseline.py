@@ -7,7 +7,7 @@ one or two IAM calls rather than a full account read.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -38,10 +38,12 @@ WRITE_ACTIONS = frozenset({
 
 
 def now_utc() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _find_case_insensitive(pages: Iterable[dict[str, Any]], key: str, name_key: str, name: str) -> dict[str, Any] | None:
+def _find_case_insensitive(
+    pages: Iterable[dict[str, Any]], key: str, name_key: str, name: str
+) -> dict[str, Any] | None:
     for page in pages:
         for item in page.get(key, []):
             if str(item.get(name_key, "")).lower() == name.lower():

@@ -146,11 +146,12 @@ def _idempotent_runner(table: str) -> Callable[..., dict[str, Any]]:
     )
     store = DynamoDBPersistenceLayer(table_name=table)
 
-    @idempotent_function(data_keyword_argument="event", persistence_store=store, config=config)
+    @idempotent_function(data_keyword_argument="event", persistence_store=store, config=config)  # type: ignore[untyped-decorator]
     def run(*, event: dict[str, Any], work: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
         return work(event)
 
-    return run
+    runner: Callable[..., dict[str, Any]] = run
+    return runner
 
 
 def once_per_event(raw: Any, work: Callable[[Any], dict[str, Any]], cfg: Settings) -> dict[str, Any]:

@@ -93,7 +93,8 @@ def _records_management_writes(selectors: Mapping[str, Any]) -> bool:
     if not basic and not advanced_list:
         return True  # no selectors at all: CloudTrail's default records all management events
     for selector in selectors.get("EventSelectors") or []:
-        if selector.get("IncludeManagementEvents", True) and selector.get("ReadWriteType", "All") in ("All", "WriteOnly"):
+        writes = selector.get("ReadWriteType", "All") in ("All", "WriteOnly")
+        if selector.get("IncludeManagementEvents", True) and writes:
             return True
     for advanced in selectors.get("AdvancedEventSelectors") or []:
         fields = {f.get("Field"): f for f in advanced.get("FieldSelectors", [])}
@@ -157,7 +158,7 @@ def send_cfn_response(event: Mapping[str, Any], status: str, reason: str, data: 
         str(event["ResponseURL"]), data=body, method="PUT",
         headers={"Content-Type": "", "Content-Length": str(len(body))},
     )
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - URL from CloudFormation
+    with urllib.request.urlopen(request, timeout=10) as response:
         response.read()
 
 

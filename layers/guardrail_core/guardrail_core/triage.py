@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from guardrail_core.config import Settings
 from guardrail_core.events import CloudTrailEvent
 
 
-class Verdict(str, Enum):
+class Verdict(StrEnum):
     ACT = "act"  # judge the event; remediate if the mode allows
     NOTIFY_ONLY = "notify_only"  # judge and alert, never write (exempt principal)
     ATTEMPT = "attempt"  # the call failed: nothing changed, at most a LOW note
@@ -41,14 +41,18 @@ def triage(
     `regions`: where this kind of event is recorded (IAM: us-east-1 only); None accepts any.
     """
     if settings.account_id and event.event_account != settings.account_id:
-        return Triage(Verdict.IGNORE, f"event is for account {event.event_account}, not {settings.account_id}")
+        return Triage(Verdict.IGNORE,
+                      f"event is for account {event.event_account}, not {settings.account_id}")
     if event.aws_region and event.region != event.aws_region:
-        return Triage(Verdict.IGNORE, f"envelope region {event.region} disagrees with awsRegion {event.aws_region}")
+        return Triage(Verdict.IGNORE,
+                      f"envelope region {event.region} disagrees with awsRegion {event.aws_region}")
     if regions is not None and event.region not in regions:
-        return Triage(Verdict.IGNORE, f"{event.event_name} in {event.region}: this event is only recorded in {sorted(regions)}")
+        return Triage(Verdict.IGNORE,
+                      f"{event.event_name} in {event.region}: this event is only recorded in {sorted(regions)}")
     ident = event.identity
     if settings.is_guardrail(ident.session_issuer_arn, ident.arn):
-        return Triage(Verdict.IGNORE, f"made by the guardrail's own role {ident.session_issuer_arn or ident.arn} (no loops)")
+        own = ident.session_issuer_arn or ident.arn
+        return Triage(Verdict.IGNORE, f"made by the guardrail's own role {own} (no loops)")
     if event.failed:
         return Triage(Verdict.ATTEMPT, f"call failed with {event.error_code}: nothing changed")
     if settings.is_exempt(ident.arn, ident.session_issuer_arn):

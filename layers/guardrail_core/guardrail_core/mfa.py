@@ -1,0 +1,492 @@
+"""Users without MFA, caught as it happens: console sign-ins, MFA removed, new console users.
+
+`judge` is the MFA detector's decision for one CloudTrail event (runtime.make_handler runs it).
+Decisions are pure functions of the event and a few facts read from IAM; the facts come from
+small adapters, one IAM call each, and only for the user the event touched.
+
+Quarantine (MfaMode=quarantine): attach the stack's "MFA required" policy to the user, which
+denies everything except enrolling their own MFA device and changing their own password
+until they sign in with MFA. It is lifted when the user enables an MFA device.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from guardrail_core.alerts import cloudtrail_link, iam_console_link
+from guardrail_core.aws import client, error_code, is_access_denied, is_not_found
+from guardrail_core.config import QUARANTINE, Settings
+from guardrail_core.events import CloudTrailEvent
+from guardrail_core.findings import Action, Finding, Severity, Status
+from guardrail_core.runtime import attempt_finding, logger
+from guardrail_core.triage import Triage, Verdict
+
+SIGNIN_SOURCE = "signin.amazonaws.com"
+IAM_SOURCE = "iam.amazonaws.com"
+ROOT_TARGET = "aws root user"  # requestParameters.userName when root manages its own MFA
+
+# Every IAM action this module may call, for the least-privilege test and the template.
+READ_ACTIONS = frozenset({
+    "iam:ListMFADevices", "iam:GetLoginProfile", "iam:ListGroupsForUser", "iam:ListAttachedUserPolicies",
+})
+WRITE_ACTIONS = frozenset({"iam:AttachUserPolicy", "iam:DetachUserPolicy"})
+
+
+# --- pure helpers -------------------------------------------------------------------------
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def parse_time(value: Any) -> datetime | None:
+    """A CloudTrail or credential-report timestamp as aware UTC; None when absent or not a time."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if not isinstance(value, str) or not value[:4].isdigit():
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def grace_deadline(since: datetime | None, hours: int) -> datetime | None:
+    return since + timedelta(hours=max(hours, 0)) if since else None
+
+
+def within_grace(since: datetime | None, hours: int, now: datetime) -> bool:
+    """True while a console password set at `since` is younger than the grace period."""
+    deadline = grace_deadline(since, hours)
+    return deadline is not None and now < deadline
+
+
+def mfa_used(event: CloudTrailEvent) -> str | None:
+    """additionalEventData.MFAUsed lower-cased ('yes', 'no'), None when the record does not say."""
+    value = event.additional.get("MFAUsed")
+    return value.strip().lower() if isinstance(value, str) else None
+
+
+def signin_verdict(event: CloudTrailEvent) -> tuple[bool, str]:
+    """Is this ConsoleLogin an IAM user signing in successfully with a password alone?"""
+    ident = event.identity
+    if ident.type != "IAMUser":
+        # Federated, SSO and assumed-role sign-ins say MFAUsed: No even when the IdP did MFA;
+        # root sign-ins belong to the root-activity detector.
+        return False, f"sign-in by {ident.type or 'unknown identity'}: not judged on MFA here"
+    outcome = event.response.get("ConsoleLogin")
+    if outcome != "Success":
+        return False, f"sign-in outcome {outcome!r}: a failed sign-in is not an MFA finding"
+    if event.additional_value("SamlProviderArn"):
+        return False, "SAML-federated sign-in: MFA is the identity provider's"
+    used = mfa_used(event)
+    if used is None:
+        return False, "record does not say whether MFA was used"
+    if used == "yes":
+        return False, "signed in with MFA"
+    return True, f"MFAUsed={event.additional_value('MFAUsed')}"
+
+
+def target_user(event: CloudTrailEvent) -> str:
+    """The IAM user an MFA/password/group call acted on; '' for root or when unknown.
+
+    userName may be omitted for DeactivateMFADevice/EnableMFADevice: then it is the caller.
+    """
+    request = event.request
+    if not request:  # no parameters recorded: nothing to go on, never guess
+        return ""
+    if "userName" in request:  # present but not a usable name: never fall back to the caller
+        return user_name(event.param("userName"))
+    ident = event.identity
+    return user_name(ident.user_name) if ident.type == "IAMUser" else ""
+
+
+_USER_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")  # IAM's own rule for user names
+
+
+def user_name(value: str) -> str:
+    """A valid IAM user name, or '' (an invalid one could only fail the call, on every retry)."""
+    name = value.strip()
+    return name if _USER_NAME.match(name) and name.lower() != ROOT_TARGET else ""
+
+
+_USER_ARN = re.compile(r"^arn:aws[\w-]*:iam::(\d{12}):user/(?:.*/)?([^/]+)$", re.IGNORECASE)
+
+
+def user_exempt(settings: Settings, name: str, arn: str = "") -> bool:
+    """Exempt principal? Events give a user's name, not its path, so a name match on an exempt
+    user ARN of this account counts too (errs towards leaving the user alone)."""
+    if settings.is_exempt(arn, settings.iam_arn("user", name)):
+        return True
+    for exempt in settings.exempt_principals:
+        match = _USER_ARN.match(exempt)
+        if match and match.group(2) == name.lower() and match.group(1) == settings.account_id:
+            return True
+    return False
+
+
+def quarantine_blocker(settings: Settings, verdict: Triage, name: str, arn: str = "") -> str:
+    """Why this user must not be quarantined now ('' when nothing stands in the way)."""
+    if settings.mode != QUARANTINE:
+        return "notify mode"
+    if settings.kill_switch:
+        return "kill switch on: notify only"
+    if not settings.quarantine_policy_arn:
+        return "no quarantine policy configured"
+    if verdict.verdict is not Verdict.ACT:
+        return verdict.reason
+    if user_exempt(settings, name, arn):
+        return f"{name} is an exempt principal: never quarantined"
+    if settings.is_guardrail(arn, settings.iam_arn("user", name)):
+        return f"{name} is one of the guardrail's own identities"
+    return ""
+
+
+# --- what the owner is told -----------------------------------------------------------------
+
+
+def enrol_steps(settings: Settings, user: str) -> list[str]:
+    mfa_arn = f"arn:{settings.partition}:iam::{settings.account_id}:mfa/{user}"
+    return [
+        f"{user} enrols MFA: sign in, open the account menu (top right) > Security credentials > "
+        "Multi-factor authentication (MFA) > Assign MFA device, and follow the steps "
+        "(authenticator app, passkey or security key). Then sign out and sign in again with MFA.",
+        f"Or an administrator, with the CLI: aws iam create-virtual-mfa-device --virtual-mfa-device-name {user} "
+        f"--outfile {user}-mfa.png --bootstrap-method QRCodePNG ; {user} scans the QR code with an authenticator "
+        f"app; then aws iam enable-mfa-device --user-name {user} --serial-number {mfa_arn} "
+        "--authentication-code1 <code> --authentication-code2 <next code>.",
+    ]
+
+
+def quarantine_note(settings: Settings, user: str) -> str:
+    return (
+        f"While quarantined, {user} can still sign in, change their password and enrol an MFA device; everything "
+        "else (API calls with their access keys included) is denied until they sign in with MFA. The quarantine "
+        f"is lifted automatically when {user} enables an MFA device; to lift it by hand: aws iam detach-user-policy "
+        f"--user-name {user} --policy-arn {settings.quarantine_policy_arn}"
+    )
+
+
+def _links(event: CloudTrailEvent, user: str) -> list[str]:
+    links = [iam_console_link("users", user)] if user else []
+    if event.event_id:
+        links.append(cloudtrail_link(event.aws_region or event.region, event.event_id))
+    return links
+
+
+# --- adapters: one IAM call each ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoginProfile:
+    exists: bool
+    created: datetime | None = None
+
+
+def mfa_devices(iam: Any, user: str) -> list[str] | None:
+    """Serial numbers of the user's MFA devices (virtual, hardware, passkeys); None if the user is gone."""
+    try:
+        response = iam.list_mfa_devices(UserName=user)
+    except ClientError as exc:
+        if is_not_found(exc):
+            return None
+        raise
+    return [str(d.get("SerialNumber", "")) for d in response.get("MFADevices", [])]
+
+
+def login_profile(iam: Any, user: str) -> LoginProfile:
+    try:
+        profile = iam.get_login_profile(UserName=user)["LoginProfile"]
+    except ClientError as exc:
+        if is_not_found(exc):
+            return LoginProfile(exists=False)
+        raise
+    return LoginProfile(exists=True, created=parse_time(profile.get("CreateDate")))
+
+
+def in_group(iam: Any, user: str, group: str) -> bool:
+    """Member of the group (case-insensitive)? A user is in at most 10 groups: one page."""
+    groups = iam.list_groups_for_user(UserName=user).get("Groups", [])
+    return any(str(g.get("GroupName", "")).lower() == group.lower() for g in groups)
+
+
+def quarantined(iam: Any, user: str, policy_arn: str) -> bool:
+    policies = iam.list_attached_user_policies(UserName=user).get("AttachedPolicies", [])
+    return any(str(p.get("PolicyArn", "")).lower() == policy_arn.lower() for p in policies)
+
+
+def attach_quarantine(iam: Any, settings: Settings, user: str) -> Action:
+    """Attach the MFA-required policy (idempotent in IAM: attaching twice is not an error)."""
+    name = f"Quarantine: attach {settings.quarantine_policy_arn.rsplit('/', 1)[-1]} to {user}"
+    try:
+        iam.attach_user_policy(UserName=user, PolicyArn=settings.quarantine_policy_arn)
+    except ClientError as exc:
+        why = ("the guardrail lacks iam:AttachUserPolicy for this policy" if is_access_denied(exc)
+               else f"{error_code(exc)}: {exc}")
+        return Action(name, user, Status.FAILED, detail=f"{why}. Attach it by hand or ask {user} to enrol MFA.")
+    return Action(name, user, Status.SUCCEEDED, at=stamp(utc_now()),
+                  detail="Denies everything but enrolling MFA and changing the password until MFA is used.",
+                  undo=f"aws iam detach-user-policy --user-name {user} --policy-arn {settings.quarantine_policy_arn}")
+
+
+def detach_quarantine(iam: Any, settings: Settings, user: str) -> Action:
+    name = f"Lift quarantine: detach {settings.quarantine_policy_arn.rsplit('/', 1)[-1]} from {user}"
+    try:
+        iam.detach_user_policy(UserName=user, PolicyArn=settings.quarantine_policy_arn)
+    except ClientError as exc:
+        if is_not_found(exc):  # already detached (a duplicate delivery, or by hand)
+            return Action(name, user, Status.SUCCEEDED, detail="It was already detached.", at=stamp(utc_now()))
+        return Action(name, user, Status.FAILED, detail=f"{error_code(exc)}: detach it by hand: aws iam "
+                      f"detach-user-policy --user-name {user} --policy-arn {settings.quarantine_policy_arn}")
+    return Action(name, user, Status.SUCCEEDED, at=stamp(utc_now()),
+                  undo=f"aws iam attach-user-policy --user-name {user} --policy-arn {settings.quarantine_policy_arn}")
+
+
+def _maybe_quarantine(iam: Any, settings: Settings, verdict: Triage, user: str, arn: str = "") -> list[Action]:
+    blocker = quarantine_blocker(settings, verdict, user, arn)
+    if not blocker:
+        return [attach_quarantine(iam, settings, user)]
+    if settings.mode == QUARANTINE:  # in notify mode "nothing was done" needs no explanation
+        return [Action(f"Quarantine {user}", user, Status.SKIPPED, detail=blocker)]
+    return []
+
+
+def _raise_unless_denied(exc: ClientError) -> None:
+    """AccessDenied cannot be fixed by retrying: report it. Anything else (throttling after the
+    client's retries, a 5xx) is raised so Lambda retries the event and alarms if it keeps failing."""
+    if not is_access_denied(exc):
+        raise exc
+
+
+def _permission_finding(event: CloudTrailEvent, user: str, exc: ClientError, needed: str) -> Finding:
+    """The guardrail could not read what it needs: say so rather than stay silent."""
+    _raise_unless_denied(exc)
+    return Finding.for_event(
+        event, id="mfa-check-failed", severity=Severity.MEDIUM,
+        summary=f"Could not check MFA of {user or 'a user'} after {event.event_name}",
+        what_happened=(f"{event.identity.display} called {event.event_name} for {user or 'a user'}, and the guardrail "
+                       f"could not check the user's MFA: {error_code(exc)} on {needed}."),
+        next_steps=[f"Check {user}'s MFA devices by hand: aws iam list-mfa-devices --user-name {user}",
+                    "If the error is AccessDenied, redeploy the stack: its MFA role should grant " + needed + "."],
+        links=_links(event, user),
+    )
+
+
+# --- the judges -------------------------------------------------------------------------------------
+
+
+def _grace_blocker(iam: Any, settings: Settings, user: str) -> tuple[str, str]:
+    """('', '') when the user's console password is past the grace period, else (why not, note)."""
+    try:
+        profile = login_profile(iam, user)
+    except ClientError as exc:
+        _raise_unless_denied(exc)
+        return f"could not read the password's age ({error_code(exc)})", ""
+    if not profile.exists:
+        return f"{user} no longer has a console password", ""
+    deadline = grace_deadline(profile.created, settings.mfa_grace_hours)
+    if deadline and within_grace(profile.created, settings.mfa_grace_hours, utc_now()):
+        return (f"within the {settings.mfa_grace_hours} h grace period for new console users (until {stamp(deadline)})",
+                f" {user}'s console password is new: they have until {stamp(deadline)} to enrol MFA.")
+    return "", ""
+
+
+def judge_signin(event: CloudTrailEvent, settings: Settings, verdict: Triage) -> list[Finding]:
+    without_mfa, reason = signin_verdict(event)
+    if not without_mfa:
+        logger.info("sign-in not an MFA finding", extra={"reason": reason})
+        return []
+    ident = event.identity
+    user = ident.user_name or ident.arn.rsplit("/", 1)[-1] or "unknown user"
+    where = f" from {event.source_ip}" if event.source_ip else ""
+    what = (f"IAM user {user} signed in to the AWS console{where} with a password alone: no MFA device was used. "
+            f"Anyone who learns {user}'s password can sign in as {user}; nothing else protects the account.")
+    actions: list[Action] = []
+    blocker = quarantine_blocker(settings, verdict, user, ident.arn)
+    if not blocker:
+        iam = client("iam")
+        blocker, note = _grace_blocker(iam, settings, user)  # the grace period is never cut short
+        what += note
+        if not blocker:
+            actions = [attach_quarantine(iam, settings, user)]
+    if blocker and settings.mode == QUARANTINE:
+        actions = [Action(f"Quarantine {user}", user, Status.SKIPPED, detail=blocker)]
+    steps = enrol_steps(settings, user)
+    steps.append(f"If this sign-in was not {user}, reset the password now (aws iam update-login-profile "
+                 f"--user-name {user} --password <new> --password-reset-required) and review {user}'s recent "
+                 "activity in CloudTrail.")
+    if any(a.status is Status.SUCCEEDED for a in actions):
+        steps.append(quarantine_note(settings, user))
+    return [Finding.for_event(
+        event, id="console-signin-without-mfa", severity=Severity.MEDIUM,
+        summary=f"IAM user {user} signed in to the console without MFA",
+        what_happened=what, actions=actions, next_steps=steps, links=_links(event, user),
+    )]
+
+
+def judge_mfa_removed(event: CloudTrailEvent, settings: Settings, verdict: Triage) -> list[Finding]:
+    if event.event_name == "DeleteVirtualMFADevice" and not event.param("userName"):
+        # IAM deletes only unassigned virtual devices: the DeactivateMFADevice that freed it
+        # was the moment a user could lose MFA, and was judged then.
+        logger.info("virtual MFA device deleted: it was unassigned first",
+                    extra={"serial": event.param("serialNumber")})
+        return []
+    user = target_user(event)
+    if not user:
+        logger.info("MFA change on root or an unknown user: not judged here")
+        return []
+    iam = client("iam")
+    try:
+        devices = mfa_devices(iam, user)
+    except ClientError as exc:
+        return [_permission_finding(event, user, exc, "iam:ListMFADevices")]
+    if devices is None:
+        logger.info("user no longer exists", extra={"user": user})
+        return []
+    if devices:
+        logger.info("user still has MFA", extra={"user": user, "devices": len(devices)})
+        return []
+    try:
+        profile = login_profile(iam, user)
+        admin = False if profile.exists else in_group(iam, user, settings.admin_group)
+    except ClientError as exc:
+        return [_permission_finding(event, user, exc, "iam:GetLoginProfile / iam:ListGroupsForUser")]
+    serial = event.param("serialNumber")[:256] or "an MFA device"  # request text: shown, never trusted
+    if profile.exists:
+        exposure = f"{user} has a console password, which alone now protects console sign-in."
+    elif admin:
+        exposure = f"{user} is in the {settings.admin_group} group; without MFA they cannot assume the admin role."
+    else:
+        exposure = f"{user} has no console password, so only API calls that ask for MFA are affected."
+    actor = event.identity.display
+    actions = _maybe_quarantine(iam, settings, verdict, user) if profile.exists else []
+    steps = enrol_steps(settings, user)
+    steps.insert(0, f"If neither you nor {user} did this, treat it as an attack: reset {user}'s password, deactivate "
+                    f"their access keys, and review what {actor} did in CloudTrail.")
+    if any(a.status is Status.SUCCEEDED for a in actions):
+        steps.append(quarantine_note(settings, user))
+    return [Finding.for_event(
+        event, id="mfa-removed", severity=Severity.HIGH if (profile.exists or admin) else Severity.LOW,
+        summary=f"MFA removed: IAM user {user} has no MFA device left",
+        what_happened=(f"{actor} called {event.event_name} on {serial} and IAM user {user} now has no MFA device. "
+                       f"{exposure} Removing MFA is a common first step after a password is stolen."),
+        actions=actions, next_steps=steps, links=_links(event, user),
+    )]
+
+
+def judge_grace_start(event: CloudTrailEvent, settings: Settings, verdict: Triage) -> list[Finding]:
+    """A console password created, or a user added to the admin group: MFA due within the grace period."""
+    user = user_name(event.param("userName"))
+    if event.event_name == "AddUserToGroup" and event.param("groupName").lower() != settings.admin_group.lower():
+        return []
+    if not user:
+        logger.info("no valid userName in the request", extra={"event": event.event_name})
+        return []
+    iam = client("iam")
+    try:
+        devices = mfa_devices(iam, user)
+    except ClientError as exc:
+        return [_permission_finding(event, user, exc, "iam:ListMFADevices")]
+    if devices is None or devices:
+        return []
+    started = parse_time(event.event_time) or utc_now()
+    deadline = grace_deadline(started, settings.mfa_grace_hours) or started
+    login = event.event_name == "CreateLoginProfile"
+    what_now = "got a console password" if login else f"was added to the {settings.admin_group} group"
+    short = "got a console password" if login else f"joined {settings.admin_group}"
+    what = f"{event.identity.display} called {event.event_name}: IAM user {user} {what_now} and has no MFA device."
+    if event.event_name == "AddUserToGroup":
+        what += f" Until {user} enrols MFA they cannot assume the admin role (it requires MFA)."
+    if settings.mfa_grace_hours > 0:
+        # Grace: a new console user needs time to enrol; nothing is quarantined yet.
+        what += (f" The {settings.mfa_grace_hours} h grace period to enrol has started: after {stamp(deadline)} "
+                 "the daily MFA sweep reports the user"
+                 + (" and quarantines them." if settings.mode == QUARANTINE else "."))
+        return [Finding.for_event(
+            event, id="mfa-grace-started", severity=Severity.LOW,
+            summary=f"{user} {short} without MFA: enrol by {stamp(deadline)}",
+            what_happened=what, next_steps=enrol_steps(settings, user), links=_links(event, user),
+        )]
+    # No grace period configured: a console user without MFA is an offender at once.
+    actions = _maybe_quarantine(iam, settings, verdict, user) if login else []
+    steps = enrol_steps(settings, user)
+    if any(a.status is Status.SUCCEEDED for a in actions):
+        steps.append(quarantine_note(settings, user))
+    return [Finding.for_event(
+        event, id="user-without-mfa", severity=Severity.MEDIUM,
+        summary=f"{user} {short} without MFA (no grace period)",
+        what_happened=what, actions=actions, next_steps=steps, links=_links(event, user),
+    )]
+
+
+def judge_mfa_enabled(event: CloudTrailEvent, settings: Settings, verdict: Triage) -> list[Finding]:
+    """MFA enabled: lift the quarantine if the guardrail had put the user in it."""
+    user = target_user(event)
+    if not user or not settings.quarantine_policy_arn:
+        return []
+    iam = client("iam")
+    try:
+        if not quarantined(iam, user, settings.quarantine_policy_arn):
+            return []
+    except ClientError as exc:
+        if is_not_found(exc):
+            return []
+        return [_permission_finding(event, user, exc, "iam:ListAttachedUserPolicies")]
+    manual = (f"aws iam detach-user-policy --user-name {user} --policy-arn {settings.quarantine_policy_arn}")
+    if settings.remediation_enabled and verdict.verdict is Verdict.ACT:
+        action = detach_quarantine(iam, settings, user)
+        serial = event.param("serialNumber")[:256] or "serial not recorded"
+        lifted = action.status is Status.SUCCEEDED
+        return [Finding.for_event(
+            event, id="mfa-quarantine-lifted" if lifted else "mfa-quarantine-lift-failed",
+            severity=Severity.INFO if lifted else Severity.MEDIUM,
+            summary=f"{user} enabled MFA: quarantine " + ("lifted" if lifted else "could NOT be lifted"),
+            what_happened=(f"IAM user {user} now has an MFA device ({serial}), so the guardrail's "
+                           "MFA-required policy is no longer needed."),
+            actions=[action], next_steps=[] if lifted else [f"Lift it by hand: {manual}"], links=_links(event, user),
+        )]
+    why = "kill switch on" if settings.kill_switch else (
+        verdict.reason if verdict.verdict is not Verdict.ACT else "notify mode: the guardrail may not detach policies")
+    return [Finding.for_event(
+        event, id="mfa-quarantine-still-attached", severity=Severity.INFO,
+        summary=f"{user} enabled MFA; the MFA-required policy is still attached",
+        what_happened=(f"IAM user {user} now has an MFA device, but the guardrail's MFA-required policy is still "
+                       f"attached and was not detached ({why}). It only blocks sessions without MFA."),
+        actions=[Action(f"Lift quarantine of {user}", user, Status.SKIPPED, detail=why)],
+        next_steps=[f"Detach it: {manual}"], links=_links(event, user),
+    )]
+
+
+_JUDGES: dict[tuple[str, str], Callable[[CloudTrailEvent, Settings, Triage], list[Finding]]] = {
+    (SIGNIN_SOURCE, "ConsoleLogin"): judge_signin,
+    (IAM_SOURCE, "DeactivateMFADevice"): judge_mfa_removed,
+    (IAM_SOURCE, "DeleteVirtualMFADevice"): judge_mfa_removed,
+    (IAM_SOURCE, "CreateLoginProfile"): judge_grace_start,
+    (IAM_SOURCE, "AddUserToGroup"): judge_grace_start,
+    (IAM_SOURCE, "EnableMFADevice"): judge_mfa_enabled,
+}
+
+
+def judge(event: CloudTrailEvent, settings: Settings, verdict: Triage) -> list[Finding]:
+    """The MFA detector: findings for one event (runtime has already triaged it)."""
+    if verdict.verdict is Verdict.ATTEMPT:
+        # Somebody tried to remove an MFA device and was refused: worth a note, nothing changed.
+        if event.event_name == "DeactivateMFADevice":
+            return [attempt_finding(event, f"MFA device of {target_user(event) or 'a user'}")]
+        return []
+    judge_one = _JUDGES.get((event.event_source, event.event_name))
+    if judge_one is None:
+        logger.info("event not judged by the MFA detector", extra={"source": event.event_source})
+        return []
+    return judge_one(event, settings, verdict)

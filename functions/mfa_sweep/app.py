@@ -16,4 +16,6 @@ from guardrail_core.runtime import logger, metrics, once_per_event, settings
 @logger.inject_lambda_context(correlation_id_path="id", clear_state=True)
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     cfg = settings()
-    return once_per_event(event, lambda raw: mfa_sweep.handle(raw, cfg, context.get_remaining_time_in_millis), cfg)
+    return once_per_event(
+        event, lambda raw: mfa_sweep.handle(raw, cfg, context.get_remaining_time_in_millis), cfg, context=context
+    )

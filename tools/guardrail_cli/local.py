@@ -16,6 +16,7 @@ import itertools
 import json
 import logging
 import os
+import sys
 import time
 import traceback
 import uuid
@@ -33,6 +34,8 @@ from guardrail_cli.template import Function, Rule, Stack
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
 _module_ids = itertools.count()
+_instance_ids = itertools.count()
+_warm_container: list[tuple[int, str]] = []  # the (stack instance, function) whose caches are filled
 
 
 @dataclass
@@ -107,12 +110,31 @@ class LocalGuardrail:
             (rule, EventPattern.load(json.dumps(rule.pattern))) for rule in self.stack.rules()
         ]
         self._handlers: dict[str, Callable[[Any, Any], Any]] = {}
+        self._instance = next(_instance_ids)
 
     # -- EventBridge ----------------------------------------------------------------------
 
     def route(self, event: Mapping[str, Any]) -> list[Rule]:
-        """The rules whose pattern matches the event (as EventBridge would decide)."""
-        return [rule for rule, pattern in self.rules if pattern.matches_event(dict(event))]
+        """The rules whose pattern matches the event (as EventBridge would decide), then the
+        schedules that sent it (a "Scheduled Event" names its schedule or rule in `resources`)."""
+        matched = [rule for rule, pattern in self.rules if pattern.matches_event(dict(event))]  # type: ignore[arg-type]
+        return matched + self._schedules_for(event)
+
+    def _schedules_for(self, event: Mapping[str, Any]) -> list[Rule]:
+        resources = event.get("resources")
+        if event.get("detail-type") != "Scheduled Event" or not isinstance(resources, list):
+            return []
+        out = []
+        for logical_id, resource in self.stack.resources.items():
+            if resource.get("Type") != "AWS::Serverless::Function":
+                continue
+            for event_id, spec in resource.get("Properties", {}).get("Events", {}).items():
+                if spec.get("Type") not in ("Schedule", "ScheduleV2") or "Name" not in spec.get("Properties", {}):
+                    continue
+                name = str(self.stack.resolve(spec["Properties"]["Name"]))
+                if any(isinstance(arn, str) and arn.endswith("/" + name) for arn in resources):
+                    out.append(Rule(event_id, logical_id, {"detail-type": ["Scheduled Event"], "resources": [name]}))
+        return out
 
     def dispatch(self, event: Mapping[str, Any]) -> tuple[list[Rule], list[Invocation]]:
         """Route an event and invoke every matching rule's target once per rule."""
@@ -168,11 +190,21 @@ class LocalGuardrail:
         )
 
     def invoke(self, logical_id: str, event: Any) -> Invocation:
-        """Call the function's handler as Lambda would; an exception becomes `error`."""
+        """Call the function's handler as Lambda would; an exception becomes `error`.
+
+        Code that is missing or does not import is an `error` too (Lambda would report an
+        init failure): one broken function must not stop the others from being tried.
+        """
         function = self.functions[logical_id]
-        handler = self._load(function)
         invocation = Invocation(function=logical_id)
         logs = io.StringIO()
+        _enter_container((self._instance, logical_id))
+        try:
+            handler = self._load(function)
+        except Exception as exc:
+            invocation.error = f"cannot load {function.module_path}: {type(exc).__name__}: {exc}"
+            invocation.logs = logs.getvalue() + traceback.format_exc()
+            return invocation
         with self.environment(function), _captured_logs(logs), record_calls() as recorder:
             try:
                 invocation.result = handler(json.loads(json.dumps(event)), self.context(logical_id))
@@ -182,6 +214,25 @@ class LocalGuardrail:
         invocation.calls = recorder.calls
         invocation.logs = logs.getvalue()
         return invocation
+
+
+def _enter_container(container: tuple[int, str]) -> None:
+    """Forget what another function's warm container remembers (settings, clients, idempotency store).
+
+    In the cloud each function runs in its own container with its own environment; here
+    they share one process, so a cache filled by one function (or by an earlier account
+    with other parameters) must not leak into the next. The same function invoked again
+    stays warm, as it would in Lambda.
+    """
+    if _warm_container == [container]:
+        return
+    _warm_container[:] = [container]
+    for name, module in list(sys.modules.items()):
+        if name != "guardrail_core" and not name.startswith("guardrail_core."):
+            continue
+        for value in list(vars(module).values()):
+            if callable(getattr(value, "cache_clear", None)) and getattr(value, "__module__", "") == name:
+                value.cache_clear()
 
 
 @contextlib.contextmanager

@@ -8,7 +8,9 @@ change a pattern there and the local path changes with it.
 
 from __future__ import annotations
 
+import copy
 import json
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -45,12 +47,20 @@ def _intrinsic(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.Node) -> Any
 _CfnLoader.add_multi_constructor("!", _intrinsic)
 
 
+_parsed: dict[tuple[str, int, int], dict[str, Any]] = {}  # (path, mtime, size) -> template
+
+
 def load_yaml(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as handle:
-        data = yaml.load(handle, Loader=_CfnLoader)
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} is not a CloudFormation template")
-    return data
+    """The template as data; parsed once per file version (replay builds a stack per event)."""
+    stat = os.stat(path)
+    key = (str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _parsed:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.load(handle, Loader=_CfnLoader)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} is not a CloudFormation template")
+        _parsed[key] = data
+    return copy.deepcopy(_parsed[key])
 
 
 @dataclass(frozen=True)
@@ -313,7 +323,11 @@ class Stack:
             statements += policy["PolicyDocument"]["Statement"]
         managed_arns = set(props.get("ManagedPolicyArns", []))
         for logical_id, resource in self.resources.items():
-            if resource.get("Type") == "AWS::IAM::ManagedPolicy" and self.ref(logical_id) in managed_arns:
+            if resource.get("Type") != "AWS::IAM::ManagedPolicy":
+                continue
+            # Attached by the role (ManagedPolicyArns) or by the policy (its Roles list).
+            attached_here = {"Ref": role_logical_id} in resource["Properties"].get("Roles", [])
+            if self.ref(logical_id) in managed_arns or attached_here:
                 doc = self.resolve(resource["Properties"]["PolicyDocument"])
                 statements += doc["Statement"]
         return statements

@@ -149,11 +149,24 @@ def read(iam: Any, settings: Settings, parts: Iterable[str], *, group_name: str 
     return observed
 
 
-def converge_plan(iam: Any, settings: Settings, observed: Observed) -> list[Change]:
-    """plan(), plus the lockout guard's read when (and only when) a removal is planned."""
+def converge_plan(
+    iam: Any,
+    settings: Settings,
+    observed: Observed,
+    *,
+    lockout_ruled_out: Callable[[list[Change]], str] | None = None,
+) -> list[Change]:
+    """plan(), plus the lockout guard's read when (and only when) a removal is planned.
+
+    `lockout_ruled_out`: a detector's cheaper proof that the planned removals cannot lock
+    everyone out (returns why, or '' when it cannot tell), from what its event says plus at most
+    a fact it reads now; when it answers, the guard's own reads are skipped. Setup passes none.
+    """
     changes = baseline.plan(observed, settings)
     group = observed.group
     if group is not None and not group.mfa_checked and any(c.removes_admin_path for c in changes):
+        if lockout_ruled_out is not None and lockout_ruled_out(changes):
+            return changes
         group.member_with_mfa = find_member_with_mfa(iam, group.name)
         group.mfa_checked = True
         changes = baseline.plan(observed, settings)

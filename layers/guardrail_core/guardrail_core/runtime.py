@@ -3,15 +3,26 @@
 A detector supplies one function, `judge(event, settings, verdict) -> list[Finding]`,
 that decides and acts through adapters. This module turns it into a Lambda handler that:
 
-- never raises for input that retrying cannot fix (it logs why and returns);
-- handles each EventBridge event id once (powertools idempotency, DynamoDB), and keeps
-  working, louder in the log, when that table is unavailable;
-- publishes one SNS message per finding, and raises after acting if a publish failed,
-  so the event reaches the on-failure destination and an alarm fires.
+- never raises for input that retrying cannot fix (it logs why, counts it, and returns);
+- acts at most once per EventBridge event id and emails at most once per finding
+  (powertools idempotency, DynamoDB), and keeps working, louder in the log, when the
+  table is unavailable;
+- raises after acting when an alert could not be published, so Lambda retries and then
+  sends the event to the failure queue; a retry re-sends only the undelivered alerts and
+  never repeats the remediation.
+
+Two idempotency stages, both keyed on the event id:
+  act   - triage's survivors go through `judge` once; the record keeps the result AND the
+          rendered alerts, so a retry can re-send them without judging again (re-judging
+          would find the account already fixed and the email about the fix would be lost);
+  alert - each rendered alert is published once ("<event id>#<hash of the message>"); a
+          failed publish clears its record, so only that alert is tried again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -22,7 +33,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from guardrail_core import alerts
-from guardrail_core.aws import client
+from guardrail_core.aws import client, error_code, is_access_denied, is_transient
 from guardrail_core.config import Settings, load_settings
 from guardrail_core.events import CloudTrailEvent, MalformedEvent, parse_event
 from guardrail_core.findings import Finding, Severity, Status
@@ -30,6 +41,15 @@ from guardrail_core.triage import Triage, Verdict, triage
 
 SERVICE = "account-guardrail"
 NAMESPACE = "AccountGuardrail"
+IDEMPOTENCY_SECONDS = 2 * 24 * 3600  # EventBridge retries for up to 24 h, Lambda for up to 6 h more
+
+# What the shared plumbing itself calls, for the least-privilege test (every detector's role
+# needs these besides its own adapters' actions). The setup function publishes only.
+PUBLISH_ACTIONS = frozenset({"sns:Publish", "kms:GenerateDataKey", "kms:Decrypt"})
+LOG_ACTIONS = frozenset({"logs:CreateLogStream", "logs:PutLogEvents"})
+IDEMPOTENCY_ACTIONS = frozenset({"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
+                                 "dynamodb:DeleteItem"})
+ON_FAILURE_ACTIONS = frozenset({"sqs:SendMessage"})  # Lambda sends failed async events with the function's role
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", SERVICE))
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", NAMESPACE))
@@ -41,9 +61,13 @@ class AlertDeliveryError(RuntimeError):
     """Acting succeeded but an alert could not be published: retry/DLQ/alarm territory."""
 
 
+class DuplicateInProgress(RuntimeError):
+    """Another invocation is handling the same event right now: fail, so Lambda retries later."""
+
+
 @dataclass
 class Outcome:
-    status: str  # "handled", "ignored", "malformed"
+    status: str  # "handled", "ignored", "malformed", "failed"
     reason: str = ""
     findings: list[Finding] = field(default_factory=list)
     published: list[str] = field(default_factory=list)  # SNS message ids
@@ -68,31 +92,165 @@ def settings() -> Settings:
     return load_settings()
 
 
-def publish_findings(findings: list[Finding], cfg: Settings) -> list[str]:
-    """Publish each finding; returns message ids. Raises AlertDeliveryError after trying all."""
-    ids: list[str] = []
-    failures: list[str] = []
+def _count(name: str) -> None:
+    metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+
+
+# --- alerts ---------------------------------------------------------------------------------
+
+
+SNS_MESSAGE_LIMIT = 256 * 1024  # bytes; SNS refuses longer messages
+_ROOM = 200_000  # characters of email kept at most when clipping
+
+
+def _fit(message: dict[str, str], finding: Finding) -> dict[str, str]:
+    """An alert echoing hostile input (huge parameters) must still fit SNS: clip it, say so."""
+    if len(message["Message"].encode()) <= SNS_MESSAGE_LIMIT - 1024:
+        return message
+    logger.warning("alert too long for SNS: clipped", extra={"finding": finding.id, "bytes": len(message["Message"])})
+    email = json.loads(message["Message"])["email"]
+    note = "\n\n[... clipped: this alert was too long for SNS; the function's log has the whole finding]"
+    brief = {"id": finding.id, "severity": finding.severity.value, "summary": finding.summary[:1000],
+             "account_id": finding.account_id, "event_id": finding.event_id[:200], "clipped": True}
+    room = _ROOM
+    while True:  # JSON escapes non-ASCII (up to 12 bytes a character): measure what is sent
+        body = json.dumps({"default": json.dumps({"guardrail_finding": brief}, sort_keys=True),
+                           "email": email[:room] + note})
+        if len(body.encode()) <= SNS_MESSAGE_LIMIT - 1024:
+            return {**message, "Message": body}
+        room //= 2
+
+
+def render_alerts(findings: list[Finding], cfg: Settings) -> list[dict[str, str]]:
+    """The sns.publish arguments for each finding (stored, so a retry re-sends the same email)."""
     for finding in findings:
         finding.mode = finding.mode or ("kill switch on: notify only" if cfg.kill_switch else cfg.mode)
+    return [_fit(alerts.sns_message(finding), finding) for finding in findings]
+
+
+def _digest(message: Mapping[str, str]) -> str:
+    return hashlib.sha256(json.dumps(message, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def deliver_alerts(messages: list[dict[str, str]], cfg: Settings, *, key: str = "", context: Any = None) -> list[str]:
+    """Publish each message (once per event `key` and message content, when a key is given); returns ids.
+
+    Tries every message, then raises AlertDeliveryError if any failed: the caller has
+    already acted, and the raise is what makes Lambda retry and, at last, queue the event.
+    """
+    ids: list[str] = []
+    failures: list[str] = []
+    for message in messages:
+        def publish(message: dict[str, str] = message) -> dict[str, str]:
+            response = client("sns").publish(TopicArn=cfg.alert_topic_arn, **message)
+            return {"message_id": str(response.get("MessageId", ""))}
+
         try:
-            ids.append(alerts.publish(client("sns"), cfg.alert_topic_arn, finding))
+            sent, _ = _once("alert", f"{key}#{_digest(message)}" if key else "", publish, cfg, context)
+            ids.append(str(sent.get("message_id", "")))
+        except DuplicateInProgress:  # a concurrent duplicate is sending it (and retries if that fails)
+            continue
         except Exception as exc:  # any failure: the remediation already happened, keep going
-            logger.exception("alert publish failed", extra={"finding": finding.id})
-            metrics.add_metric(name="AlertPublishFailed", unit=MetricUnit.Count, value=1)
-            failures.append(f"{finding.id}: {exc}")
+            logger.exception("alert publish failed", extra={"subject": message.get("Subject", "")})
+            _count("AlertPublishFailed")
+            failures.append(f"{message.get('Subject', '')!r}: {error_code(exc)}: {exc}")
     if failures:
-        raise AlertDeliveryError("; ".join(failures))
+        raise AlertDeliveryError(f"{len(failures)} of {len(messages)} alert(s) not published: " + "; ".join(failures))
     return ids
+
+
+def publish_findings(findings: list[Finding], cfg: Settings) -> list[str]:
+    """Publish each finding; returns message ids. Raises AlertDeliveryError after trying all."""
+    return deliver_alerts(render_alerts(findings, cfg), cfg)
 
 
 def _record_metrics(findings: list[Finding]) -> None:
     for finding in findings:
-        metrics.add_metric(name="Findings", unit=MetricUnit.Count, value=1)
+        _count("Findings")
         for action in finding.actions:
             if action.status is Status.SUCCEEDED:
-                metrics.add_metric(name="Remediations", unit=MetricUnit.Count, value=1)
+                _count("Remediations")
             elif action.status is Status.FAILED:
-                metrics.add_metric(name="RemediationsFailed", unit=MetricUnit.Count, value=1)
+                _count("RemediationsFailed")
+
+
+def _by_hand(findings: list[Finding]) -> None:
+    """Every failed remediation tells the owner what is left to do by hand."""
+    for finding in findings:
+        failed = [a for a in finding.actions if a.status is Status.FAILED]
+        if not failed:
+            continue
+        what = "; ".join(f"{a.name} ({a.target})" for a in failed)
+        finding.next_steps.insert(0, (
+            f"The guardrail could not finish: {what}. Make that change by hand (why it failed is shown "
+            "under FAILED above); until then the account stays as the event left it."
+        ))
+
+
+# --- one event ------------------------------------------------------------------------------
+
+
+def screen(raw: Any, cfg: Settings, regions: Collection[str] | None = None) -> tuple[CloudTrailEvent, Triage] | Outcome:
+    """Parse and triage (pure, cheap): the event to judge, or the Outcome of not judging it."""
+    try:
+        event = parse_event(raw)
+    except MalformedEvent as exc:
+        logger.warning("malformed event ignored", extra={"reason": str(exc)})
+        _count("MalformedEvents")
+        return Outcome("malformed", str(exc))
+    logger.append_keys(event_name=event.event_name, cloudtrail_event_id=event.event_id)
+    verdict = triage(event, cfg, regions=regions)
+    if verdict.ignored:
+        logger.info("event ignored", extra={"reason": verdict.reason})
+        _count("IgnoredEvents")
+        return Outcome("ignored", verdict.reason)
+    if verdict.verdict is not Verdict.ACT:
+        logger.info("event judged without remediation", extra={"reason": verdict.reason})
+    return event, verdict
+
+
+def _failure_finding(event: CloudTrailEvent, exc: BaseException) -> Finding:
+    """The email for an event the guardrail could not judge, so a bug or a missing permission is not silent."""
+    code = error_code(exc)
+    if is_access_denied(exc):
+        why = (f"AWS refused the guardrail a call it needs ({code}: {exc}). The guardrail lacks a permission: "
+               "redeploy the stack's template, or check its roles' policies were not changed.")
+        finding_id = "guardrail-permission-missing"
+        summary = f"Guardrail lacks a permission to judge {event.event_name}"
+    else:
+        why = f"The guardrail failed while judging this event ({code}: {exc}). This is a bug; please report it."
+        finding_id, summary = "guardrail-error", f"Guardrail could not judge {event.event_name}"
+    return Finding.for_event(
+        event, id=finding_id, severity=Severity.HIGH, summary=summary,
+        what_happened=f"{event.identity.display} called {event.event_name}. {why}",
+        next_steps=[f"Look up CloudTrail event {event.event_id or event.id} and check by hand whether it changed "
+                    "anything the guardrail protects; invoke the setup function with {\"dry_run\": true} to see "
+                    "any drift from the baseline."],
+        links=[alerts.cloudtrail_link(event.aws_region or event.region, event.event_id)] if event.event_id else [],
+    )
+
+
+def act(event: CloudTrailEvent, verdict: Triage, judge: Judge, cfg: Settings) -> dict[str, Any]:
+    """Judge once: the outcome, and the alerts rendered from it (what the act record keeps).
+
+    Transient AWS errors (throttling past the client's retries, 5xx, timeouts) are raised:
+    Lambda retries the event later. Anything else (AccessDenied, a bug, input the judge did
+    not expect) cannot be fixed by retrying: it becomes an alert instead.
+    """
+    status = "handled"
+    try:
+        findings = judge(event, cfg, verdict)
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+        logger.exception("judge failed")
+        _count("JudgeFailed")
+        findings, status = [_failure_finding(event, exc)], "failed"
+    _by_hand(findings)
+    _record_metrics(findings)
+    for finding in findings:
+        logger.info("finding", extra={"finding": finding.to_dict()})
+    return {"outcome": Outcome(status, verdict.reason, findings).to_dict(), "alerts": render_alerts(findings, cfg)}
 
 
 def process_event(
@@ -101,38 +259,33 @@ def process_event(
     *,
     regions: Collection[str] | None = None,
     cfg: Settings | None = None,
+    context: Any = None,
 ) -> dict[str, Any]:
-    """Parse, triage, judge and alert for one event; the result is what the handler returns."""
+    """Screen, judge (once per event id) and alert (once per finding); the handler's result."""
     cfg = cfg or settings()
-    try:
-        event = parse_event(raw)
-    except MalformedEvent as exc:
-        logger.warning("malformed event ignored", extra={"reason": str(exc)})
-        metrics.add_metric(name="MalformedEvents", unit=MetricUnit.Count, value=1)
-        return Outcome("malformed", str(exc)).to_dict()
-    logger.append_keys(event_name=event.event_name, cloudtrail_event_id=event.event_id)
-    verdict = triage(event, cfg, regions=regions)
-    if verdict.ignored:
-        logger.info("event ignored", extra={"reason": verdict.reason})
-        metrics.add_metric(name="IgnoredEvents", unit=MetricUnit.Count, value=1)
-        return Outcome("ignored", verdict.reason).to_dict()
-    if verdict.verdict is not Verdict.ACT:
-        logger.info("event judged without remediation", extra={"reason": verdict.reason})
-    findings = judge(event, cfg, verdict)
-    _record_metrics(findings)
-    outcome = Outcome("handled", verdict.reason, findings)
-    for finding in findings:
-        logger.info("finding", extra={"finding": finding.to_dict()})
-    outcome.published = publish_findings(findings, cfg)
-    return outcome.to_dict()
+    screened = screen(raw, cfg, regions)
+    if isinstance(screened, Outcome):
+        return screened.to_dict()
+    event, verdict = screened
+    acted, how = _once("act", event.id, lambda: act(event, verdict, judge, cfg), cfg, context)
+    if how == REPLAYED:
+        logger.info("duplicate delivery: already judged, remediation not repeated")
+        _count("DuplicateEvents")
+    outcome: dict[str, Any] = dict(acted["outcome"])
+    outcome["published"] = deliver_alerts(list(acted["alerts"]), cfg, key=event.id, context=context)
+    if how == REPLAYED:
+        outcome["duplicate"] = True
+    return outcome
 
 
-# --- at-most-once per event id -----------------------------------------------------------
+# --- at most once per key -------------------------------------------------------------------
+
+RAN, REPLAYED, UNPROTECTED = "ran", "replayed", "unprotected"
 
 
 @cache
-def _idempotent_runner(table: str) -> Callable[..., dict[str, Any]]:
-    """powertools idempotency keyed on the EventBridge event id (imported only when used)."""
+def _idempotent(table: str, stage: str) -> tuple[Callable[..., Any], Any]:
+    """A powertools-idempotent runner for one stage (its own key prefix), and its config."""
     from aws_lambda_powertools.utilities.idempotency import (
         DynamoDBPersistenceLayer,
         IdempotencyConfig,
@@ -142,41 +295,84 @@ def _idempotent_runner(table: str) -> Callable[..., dict[str, Any]]:
     config = IdempotencyConfig(
         event_key_jmespath="id",
         raise_on_no_idempotency_key=False,
-        expires_after_seconds=2 * 24 * 3600,  # EventBridge retries for up to 24 h
+        expires_after_seconds=IDEMPOTENCY_SECONDS,  # the record's `expiration` (the table's TTL attribute)
     )
-    store = DynamoDBPersistenceLayer(table_name=table)
+    store = DynamoDBPersistenceLayer(table_name=table, boto3_client=client("dynamodb"))
 
-    @idempotent_function(data_keyword_argument="event", persistence_store=store, config=config)  # type: ignore[untyped-decorator]
-    def run(*, event: dict[str, Any], work: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
-        return work(event)
+    def run(*, event: dict[str, Any], work: Callable[[], Any]) -> Any:
+        return work()
 
-    runner: Callable[..., dict[str, Any]] = run
-    return runner
+    run.__qualname__ = f"{stage}_once"  # the key prefix: each stage has its own records
+    runner: Callable[..., Any] = idempotent_function(  # type: ignore[untyped-decorator]
+        data_keyword_argument="event", persistence_store=store, config=config,
+    )(run)
+    return runner, config
 
 
-def once_per_event(raw: Any, work: Callable[[Any], dict[str, Any]], cfg: Settings) -> dict[str, Any]:
-    """Run `work` at most once per event id; degrade to running it when the table fails."""
-    if not cfg.idempotency_table or not isinstance(raw, Mapping) or not isinstance(raw.get("id"), str):
-        return work(raw)
-    from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyPersistenceLayerError
+def _once(stage: str, key: str, work: Callable[[], Any], cfg: Settings, context: Any = None) -> tuple[Any, str]:
+    """Run `work` at most once per (stage, key): (result, RAN | REPLAYED | UNPROTECTED).
 
-    ran: list[dict[str, Any]] = []
+    When the table fails, act anyway and say so: a missed remediation is worse than a
+    duplicate one. Never run `work` twice in one invocation.
+    """
+    if not cfg.idempotency_table or not key:
+        return work(), RAN
+    from aws_lambda_powertools.utilities.idempotency.exceptions import (
+        IdempotencyAlreadyInProgressError,
+        IdempotencyPersistenceLayerError,
+    )
 
-    def tracked(event: dict[str, Any]) -> dict[str, Any]:
-        result = work(event)
-        ran.append(result)
+    started: list[bool] = []
+    results: list[Any] = []
+    errors: list[BaseException] = []
+
+    def tracked() -> Any:
+        started.append(True)
+        try:
+            result = work()
+        except BaseException as exc:
+            errors.append(exc)
+            raise
+        results.append(result)
         return result
 
+    runner, config = _idempotent(cfg.idempotency_table, stage)
+    if context is not None and callable(getattr(context, "get_remaining_time_in_millis", None)):
+        config.register_lambda_context(context)  # a crashed run's record expires with its timeout
     try:
-        return _idempotent_runner(cfg.idempotency_table)(event=dict(raw), work=tracked)
+        result = runner(event={"id": key}, work=tracked)
+    except IdempotencyAlreadyInProgressError as exc:
+        logger.warning("same event is being handled by another invocation: failing so Lambda retries later",
+                       extra={"stage": stage})
+        _count("DuplicateInProgress")
+        raise DuplicateInProgress(f"{stage} {key}: {exc}") from exc
     except IdempotencyPersistenceLayerError as exc:
-        metrics.add_metric(name="IdempotencyUnavailable", unit=MetricUnit.Count, value=1)
-        if ran:  # the work is done; only recording it failed: do not act twice
-            logger.warning("idempotency record not saved after acting", extra={"error": str(exc)})
-            return ran[0]
+        _count("IdempotencyUnavailable")
+        if results:  # the work is done; only recording it failed: do not act twice
+            logger.warning("idempotency record not saved after acting: a duplicate would be handled again",
+                           extra={"stage": stage, "error": str(exc)})
+            return results[0], UNPROTECTED
+        if errors:  # the work failed and its record could not be cleared: report the work's own error
+            logger.warning("idempotency record not cleared after a failure", extra={"stage": stage, "error": str(exc)})
+            raise errors[0] from exc
         logger.warning("idempotency table unavailable: acting without duplicate protection",
-                       extra={"error": str(exc)})
+                       extra={"stage": stage, "error": str(exc)})
+        return work(), UNPROTECTED
+    return result, (RAN if started else REPLAYED)
+
+
+def once_per_event(raw: Any, work: Callable[[Any], dict[str, Any]], cfg: Settings, *,
+                   context: Any = None) -> dict[str, Any]:
+    """Run `work(raw)` at most once per event id; degrade to running it when the table fails.
+
+    If `work` raises, its record is cleared and a retry runs it again: use this for work
+    that is safe to repeat after a failure (the sweep re-reads the account each time).
+    """
+    key = raw.get("id") if isinstance(raw, Mapping) else None
+    if not isinstance(key, str):
         return work(raw)
+    result, _ = _once("event", key, lambda: work(raw), cfg, context)
+    return dict(result)
 
 
 def make_handler(judge: Judge, *, regions: Collection[str] | None = None) -> Callable[[Any, Any], dict[str, Any]]:
@@ -185,8 +381,7 @@ def make_handler(judge: Judge, *, regions: Collection[str] | None = None) -> Cal
     @metrics.log_metrics
     @logger.inject_lambda_context(correlation_id_path="id", clear_state=True)
     def handler(event: Any, context: Any) -> dict[str, Any]:
-        cfg = settings()
-        return once_per_event(event, lambda raw: process_event(raw, judge, regions=regions, cfg=cfg), cfg)
+        return process_event(event, judge, regions=regions, cfg=settings(), context=context)
 
     return handler
 

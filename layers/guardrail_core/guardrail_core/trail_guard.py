@@ -1,0 +1,442 @@
+"""Audit-trail tampering: a trail stopped, deleted, or narrowed so management events go unrecorded.
+
+`judge` re-reads the trail the event names (in the trail's home region: CloudTrail API
+events arrive where the call was made, which for a trail is its home region) and decides on
+what the account shows now, not on what the event claims:
+
+- StopLogging: not logging now -> CRITICAL, and (TrailMode=remediate) StartLogging again;
+  logging again already (someone restarted it) -> HIGH, nothing to do but note the gap.
+- DeleteTrail: gone -> CRITICAL; it cannot be restored (its settings are not in the event):
+  the email says how to recreate it and that delivered logs stay in the bucket.
+- PutEventSelectors: judged against full management logging (the event does not carry the
+  previous selectors, so "narrowed" means "now logs less than every management event"):
+  no management writes -> CRITICAL; reads or some sources left out -> HIGH. Alert only:
+  rewriting selectors is not safe to guess.
+- UpdateTrail: only the settings the request changed, confirmed on the trail: single-region
+  or no global service events -> CRITICAL; logs delivered to another bucket -> HIGH; log
+  file validation off -> MEDIUM. Anything else (SNS topic, KMS key, CloudWatch Logs) -> none.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from guardrail_core.alerts import cloudtrail_link
+from guardrail_core.aws import client, error_code, is_access_denied, is_not_found, is_transient
+from guardrail_core.config import Settings
+from guardrail_core.events import CloudTrailEvent
+from guardrail_core.findings import Action, Finding, Severity, Status
+from guardrail_core.runtime import attempt_finding, logger
+from guardrail_core.triage import Triage, Verdict
+
+CLOUDTRAIL_SOURCE = "cloudtrail.amazonaws.com"
+WATCHED = frozenset({"StopLogging", "DeleteTrail", "UpdateTrail", "PutEventSelectors"})
+
+# Every CloudTrail action this module may call, for the least-privilege test and the template.
+READ_ACTIONS = frozenset({"cloudtrail:GetTrailStatus", "cloudtrail:GetEventSelectors", "cloudtrail:DescribeTrails"})
+WRITE_ACTIONS = frozenset({"cloudtrail:StartLogging"})
+
+_TRAIL_ARN = re.compile(r"^arn:(aws[\w-]*):cloudtrail:([a-z0-9-]+):(\d{12}):trail/([\w.-]{3,128})$")
+_TRAIL_NAME = re.compile(r"^[A-Za-z0-9][\w.-]{2,127}$")
+_DENIED = re.compile(r"AccessDenied|Unauthorized|NotAuthorized|Forbidden", re.IGNORECASE)
+
+
+# --- pure decisions ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrailRef:
+    """The trail an event names: its name (or ARN, as given) and the region to call."""
+
+    name: str  # what to pass to the API (name or ARN)
+    short: str  # the trail's name, for people
+    region: str
+    account: str = ""  # from an ARN; '' for a bare name (this account)
+
+
+def trail_ref(event: CloudTrailEvent) -> TrailRef | None:
+    """None when the request names no valid trail (bad input: nothing to read or restart)."""
+    given = (event.param("name") or event.param("trailName")).strip()
+    region = event.aws_region or event.region
+    match = _TRAIL_ARN.match(given)
+    if match:
+        return TrailRef(name=given, short=match.group(4), region=match.group(2), account=match.group(3))
+    if _TRAIL_NAME.match(given) and region:
+        return TrailRef(name=given, short=given, region=region)
+    return None
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """Which management events a trail's selectors record."""
+
+    reads: bool
+    writes: bool
+    excluded: tuple[str, ...] = ()
+
+    @property
+    def full(self) -> bool:
+        return self.reads and self.writes and not self.excluded
+
+    def gaps(self) -> list[str]:
+        if not self.reads and not self.writes:
+            return ["no management events are recorded at all"]
+        out = []
+        if not self.writes:
+            out.append("management WRITE events (every change: IAM, CloudTrail, ...) are not recorded")
+        if not self.reads:
+            out.append("read-only management events are not recorded")
+        if self.excluded:
+            out.append("management events from " + ", ".join(self.excluded) + " are excluded")
+        return out
+
+    @property
+    def severity(self) -> Severity:
+        return Severity.CRITICAL if not self.writes else Severity.HIGH
+
+
+FULL = Coverage(reads=True, writes=True)
+
+
+def _strings(value: Any) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def coverage_basic(selectors: Sequence[Any]) -> Coverage:
+    """Basic selectors: IncludeManagementEvents (default true) and ReadWriteType (default All)."""
+    reads = writes = False
+    exclusions: list[set[str]] = []
+    for sel in selectors:
+        if not isinstance(sel, Mapping) or sel.get("IncludeManagementEvents", True) is not True:
+            continue
+        kind = sel.get("ReadWriteType", "All")
+        reads |= kind in ("All", "ReadOnly")
+        writes |= kind in ("All", "WriteOnly")
+        exclusions.append(set(_strings(sel.get("ExcludeManagementEventSources"))))
+    # A source is missing only if every selector that records management events leaves it out.
+    excluded = set.intersection(*exclusions) if exclusions else set()
+    return Coverage(reads, writes, tuple(sorted(excluded)))
+
+
+def coverage_advanced(selectors: Sequence[Any]) -> Coverage:
+    """Advanced selectors for management events: eventCategory=Management, optional readOnly, eventSource."""
+    reads = writes = False
+    exclusions: list[set[str]] = []
+    for sel in selectors:
+        fields = sel.get("FieldSelectors") if isinstance(sel, Mapping) else None
+        if not isinstance(fields, list):
+            continue
+        by_field = {f.get("Field"): f for f in fields if isinstance(f, Mapping)}
+        category = by_field.get("eventCategory") or {}
+        if "Management" not in _strings(category.get("Equals")):
+            continue
+        read_only = by_field.get("readOnly") or {}
+        only = [v.lower() for v in _strings(read_only.get("Equals"))]
+        never = [v.lower() for v in _strings(read_only.get("NotEquals"))]
+        reads |= (not only or "true" in only) and "true" not in never
+        writes |= (not only or "false" in only) and "false" not in never
+        source = by_field.get("eventSource") or {}
+        exclusions.append(set(_strings(source.get("NotEquals"))))
+    excluded = set.intersection(*exclusions) if exclusions else set()
+    return Coverage(reads, writes, tuple(sorted(excluded)))
+
+
+def coverage(response: Mapping[str, Any]) -> Coverage:
+    """GetEventSelectors' answer -> Coverage. No selectors at all is the default: every management event."""
+    advanced = response.get("AdvancedEventSelectors")
+    if isinstance(advanced, list) and advanced:
+        return coverage_advanced(advanced)
+    basic = response.get("EventSelectors")
+    if isinstance(basic, list) and basic:
+        return coverage_basic(basic)
+    return FULL
+
+
+@dataclass(frozen=True)
+class TrailChange:
+    """What an UpdateTrail did that matters, confirmed on the trail as it is now."""
+
+    severity: Severity
+    what: str
+
+
+def update_changes(request: Mapping[str, Any], trail: Mapping[str, Any]) -> list[TrailChange]:
+    """Only settings the request touched AND the trail now shows count (re-read, not trusted)."""
+    def asked(key: str) -> Any:
+        return request.get(key) if isinstance(request, Mapping) else None
+
+    out = []
+    if asked("isMultiRegionTrail") is not None and trail.get("IsMultiRegionTrail") is False:
+        home = str(trail.get("HomeRegion") or "")[:32]
+        out.append(TrailChange(Severity.CRITICAL, f"it now records only its home region{' ' + home if home else ''}: "
+                                                  "activity in every other region goes unrecorded"))
+    if asked("includeGlobalServiceEvents") is not None and trail.get("IncludeGlobalServiceEvents") is False:
+        out.append(TrailChange(Severity.CRITICAL, "it no longer records global service events: IAM, STS and "
+                                                  "console sign-in activity goes unrecorded"))
+    if asked("s3BucketName") is not None and trail.get("S3BucketName"):
+        out.append(TrailChange(Severity.HIGH, f"its log files now go to S3 bucket {trail.get('S3BucketName')}: "
+                                              "if that is not your bucket, someone else receives (or discards) "
+                                              "your audit logs"))
+    if asked("enableLogFileValidation") is not None and trail.get("LogFileValidationEnabled") is False:
+        out.append(TrailChange(Severity.MEDIUM, "log file validation is off: altered or deleted log files can no "
+                                                "longer be detected"))
+    return out
+
+
+def failed_attempt_matters(event: CloudTrailEvent) -> bool:
+    """A refused call worth a note: refused for permission (someone tried), not a typo'd name."""
+    return bool(_DENIED.search(event.error_code))
+
+
+# --- adapters: one CloudTrail call each -----------------------------------------------------------
+
+
+def is_logging(ct: Any, trail: TrailRef) -> bool | None:
+    """True/False from GetTrailStatus; None when the trail does not exist (any more)."""
+    try:
+        return bool(ct.get_trail_status(Name=trail.name).get("IsLogging"))
+    except ClientError as exc:
+        if is_not_found(exc):
+            return None
+        raise
+
+
+def describe(ct: Any, trail: TrailRef) -> Mapping[str, Any] | None:
+    try:
+        found = ct.describe_trails(trailNameList=[trail.name], includeShadowTrails=True).get("trailList") or []
+    except ClientError as exc:
+        if is_not_found(exc):
+            return None
+        raise
+    return found[0] if found and isinstance(found[0], Mapping) else None
+
+
+def all_trails(ct: Any) -> list[Mapping[str, Any]]:
+    """Every trail visible in the region (its own, and multi-region trails homed elsewhere)."""
+    found = ct.describe_trails(includeShadowTrails=True).get("trailList") or []
+    return [t for t in found if isinstance(t, Mapping)]
+
+
+def selectors(ct: Any, trail: TrailRef) -> Mapping[str, Any] | None:
+    try:
+        return dict(ct.get_event_selectors(TrailName=trail.name))
+    except ClientError as exc:
+        if is_not_found(exc):
+            return None
+        raise
+
+
+def start_logging(ct: Any, trail: TrailRef, stamp: str) -> Action:
+    name = f"Start logging on trail {trail.short}"
+    try:
+        ct.start_logging(Name=trail.name)
+    except ClientError as exc:
+        if is_transient(exc):
+            raise  # Lambda retries the event: the trail is re-read and restarted then
+        why = "the guardrail lacks cloudtrail:StartLogging" if is_access_denied(exc) else "CloudTrail refused"
+        return Action(name, trail.name, Status.FAILED, detail=f"{why}: {error_code(exc)}: {exc}")
+    return Action(name, trail.name, Status.SUCCEEDED, at=stamp,
+                  detail="CloudTrail records management events again from now on; the gap stays.",
+                  undo=f"aws cloudtrail stop-logging --name {trail.name} --region {trail.region} (only if you want "
+                       "the trail stopped; set TrailMode=notify first, or the guardrail starts it again)")
+
+
+# --- the judges ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Context:
+    event: CloudTrailEvent
+    settings: Settings
+    verdict: Triage
+    trail: TrailRef
+    ct: Any = field(default=None)
+
+    @property
+    def actor(self) -> str:
+        return self.event.identity.display
+
+    @property
+    def when(self) -> str:
+        return self.event.event_time or "an unknown time"
+
+    def links(self) -> list[str]:
+        region = self.trail.region
+        out = [f"https://{region}.console.aws.amazon.com/cloudtrailv2/home?region={region}#/trails"]
+        if self.event.event_id:
+            out.append(cloudtrail_link(self.event.aws_region or self.event.region, self.event.event_id))
+        return out
+
+    def finding(self, **kwargs: Any) -> Finding:
+        kwargs.setdefault("links", self.links())
+        return Finding.for_event(self.event, **kwargs)
+
+
+GAP_STEP = ("CloudTrail Event history keeps 90 days of management events even while no trail logs: use it to "
+            "see what happened during the gap.")
+
+
+def judge_stop(c: Context) -> list[Finding]:
+    logging = is_logging(c.ct, c.trail)
+    who = f"{c.actor} stopped logging on trail {c.trail.short} ({c.trail.region}) at {c.when}."
+    if logging is True:
+        return [c.finding(
+            id="trail-stopped", severity=Severity.HIGH,
+            summary=f"CloudTrail trail {c.trail.short} was stopped (logging again now)",
+            what_happened=who + " The trail is logging again now (someone started it); events between the stop "
+                                "and the restart were not delivered to its bucket.",
+            next_steps=[GAP_STEP, f"Find out why {c.actor} stopped the trail."],
+        )]
+    if logging is None:
+        return [c.finding(
+            id="trail-stopped", severity=Severity.CRITICAL,
+            summary=f"CloudTrail trail {c.trail.short} was stopped and no longer exists",
+            what_happened=who + " The trail cannot be found now: it was probably deleted too.",
+            actions=[Action(f"Start logging on trail {c.trail.short}", c.trail.name, Status.SKIPPED,
+                            detail="the trail no longer exists")],
+            next_steps=[recreate_step(c.trail), GAP_STEP],
+        )]
+    actions = [restart(c)]
+    return [c.finding(
+        id="trail-stopped", severity=Severity.CRITICAL,
+        summary=f"CloudTrail trail {c.trail.short} was stopped",
+        what_happened=who + " While it is stopped, nothing done in the account is written to the audit log; "
+                            "stopping the trail is a common step before an attacker acts.",
+        actions=actions,
+        next_steps=[f"Find out why {c.actor} stopped the trail; if you do not know, treat their credentials as "
+                    "compromised.", GAP_STEP]
+        + ([f"Start it again: aws cloudtrail start-logging --name {c.trail.name} --region {c.trail.region}"]
+           if actions[0].status is not Status.SUCCEEDED else []),
+    )]
+
+
+def restart(c: Context) -> Action:
+    name = f"Start logging on trail {c.trail.short}"
+    if c.verdict.verdict is Verdict.NOTIFY_ONLY:
+        return Action(name, c.trail.name, Status.SKIPPED, detail=c.verdict.reason)
+    if not c.settings.remediation_enabled:
+        why = "kill switch is on" if c.settings.kill_switch else f"TrailMode is {c.settings.mode}"
+        return Action(name, c.trail.name, Status.SKIPPED, detail=f"{why}: notify only")
+    return start_logging(c.ct, c.trail, datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"))
+
+
+def recreate_step(trail: TrailRef) -> str:
+    return (f"Recreate it (a deleted trail cannot be restored): aws cloudtrail create-trail --name {trail.short} "
+            "--s3-bucket-name <your log bucket> --is-multi-region-trail --include-global-service-events "
+            f"--enable-log-file-validation --region {trail.region}, then aws cloudtrail start-logging --name "
+            f"{trail.short} --region {trail.region}. Log files already delivered stay in the old bucket unless "
+            "that was emptied too.")
+
+
+def judge_delete(c: Context) -> list[Finding]:
+    trails = all_trails(c.ct)
+    names = {str(t.get("Name")) for t in trails} | {str(t.get("TrailARN")) for t in trails}
+    who = f"{c.actor} deleted trail {c.trail.short} ({c.trail.region}) at {c.when}."
+    others = sorted(str(t.get("Name")) for t in trails if t.get("Name") != c.trail.short)
+    remaining = (f" Other trails visible in {c.trail.region}: {', '.join(others)} (check they are logging)."
+                 if others else f" No other trail is visible in {c.trail.region}: nothing keeps an audit log there.")
+    if c.trail.name in names or c.trail.short in names:
+        return [c.finding(
+            id="trail-deleted", severity=Severity.HIGH,
+            summary=f"CloudTrail trail {c.trail.short} was deleted (a trail of that name exists again)",
+            what_happened=who + " A trail with that name exists now (recreated): check its settings; events between "
+                                "the deletion and the new trail were not logged." + remaining,
+            next_steps=[GAP_STEP],
+        )]
+    return [c.finding(
+        id="trail-deleted", severity=Severity.CRITICAL,
+        summary=f"CloudTrail trail {c.trail.short} was deleted",
+        what_happened=who + " The trail is gone, and with it the audit log of everything done from now on."
+                      + remaining,
+        actions=[Action(f"Restore trail {c.trail.short}", c.trail.name, Status.SKIPPED,
+                        detail="a deleted trail cannot be restored, and its settings (bucket, KMS key, selectors) "
+                               "are not in the event")],
+        next_steps=[recreate_step(c.trail), GAP_STEP,
+                    f"Find out why {c.actor} deleted the trail; if you do not know, treat their credentials as "
+                    "compromised."],
+    )]
+
+
+def judge_selectors(c: Context) -> list[Finding]:
+    answer = selectors(c.ct, c.trail)
+    if answer is None:
+        logger.info("trail no longer exists: its deletion is reported on its own", extra={"trail": c.trail.name})
+        return []
+    cover = coverage(answer)
+    if cover.full:
+        logger.info("event selectors still record every management event", extra={"trail": c.trail.name})
+        return []
+    gaps = cover.gaps()
+    return [c.finding(
+        id="trail-selectors-narrowed", severity=cover.severity,
+        summary=f"CloudTrail trail {c.trail.short} no longer records all management events",
+        what_happened=(f"{c.actor} changed the event selectors of trail {c.trail.short} ({c.trail.region}) at "
+                       f"{c.when}. Now " + "; ".join(gaps) + "."),
+        actions=[Action(f"Restore event selectors of {c.trail.short}", c.trail.name, Status.SKIPPED,
+                        detail="not done automatically: the previous selectors are not in the event, and guessing "
+                               "could drop data events you pay for")],
+        next_steps=[f"If you did not intend this, record all management events again: aws cloudtrail "
+                    f"put-event-selectors --trail-name {c.trail.name} --region {c.trail.region} --event-selectors "
+                    "'[{\"ReadWriteType\":\"All\",\"IncludeManagementEvents\":true}]' (add back any data events "
+                    "you had).", GAP_STEP],
+    )]
+
+
+def judge_update(c: Context) -> list[Finding]:
+    trail = describe(c.ct, c.trail)
+    if trail is None:
+        logger.info("trail no longer exists: its deletion is reported on its own", extra={"trail": c.trail.name})
+        return []
+    changes = update_changes(c.event.request, trail)
+    if not changes:
+        logger.info("UpdateTrail did not narrow management logging",
+                    extra={"trail": c.trail.name, "changed": sorted(k for k in c.event.request if k != "name")})
+        return []
+    worst = max((ch.severity for ch in changes), key=lambda s: s.rank)
+    return [c.finding(
+        id="trail-updated", severity=worst,
+        summary=f"CloudTrail trail {c.trail.short} changed: " + ("logs less" if worst is Severity.CRITICAL
+                                                                  else "audit settings weakened"),
+        what_happened=(f"{c.actor} updated trail {c.trail.short} ({c.trail.region}) at {c.when}: "
+                       + "; ".join(ch.what for ch in changes) + "."),
+        actions=[Action(f"Revert trail {c.trail.short}", c.trail.name, Status.SKIPPED,
+                        detail="not done automatically: the previous settings are not in the event")],
+        next_steps=[f"If you did not intend this: aws cloudtrail update-trail --name {c.trail.name} --region "
+                    f"{c.trail.region} --is-multi-region-trail --include-global-service-events "
+                    "--enable-log-file-validation (and --s3-bucket-name <your log bucket> if it was moved).",
+                    GAP_STEP],
+    )]
+
+
+_JUDGES = {"StopLogging": judge_stop, "DeleteTrail": judge_delete,
+           "PutEventSelectors": judge_selectors, "UpdateTrail": judge_update}
+
+
+def judge(event: CloudTrailEvent, settings: Settings, verdict: Triage) -> list[Finding]:
+    """The trail guard's decision for one (triaged) CloudTrail event."""
+    if event.event_source != CLOUDTRAIL_SOURCE or event.event_name not in WATCHED:
+        logger.info("event not judged by the trail guard", extra={"source": event.event_source})
+        return []
+    trail = trail_ref(event)
+    if verdict.verdict is Verdict.ATTEMPT:
+        if not failed_attempt_matters(event):
+            logger.info("failed call on a trail: nothing changed", extra={"error": event.error_code})
+            return []
+        note = attempt_finding(event, f"trail {trail.short if trail else 'unknown'}")
+        note.severity = Severity.MEDIUM  # someone without the right tried to blind the audit log
+        return [note]
+    if trail is None:
+        logger.warning("request names no valid trail: nothing to read or restart",
+                       extra={"trail_name": (event.param("name") or event.param("trailName"))[:200]})
+        return []
+    if trail.account and settings.account_id and trail.account != settings.account_id:
+        logger.info("trail of another account: not ours to read or restart", extra={"trail": trail.name})
+        return []
+    context = Context(event, settings, verdict, trail, client("cloudtrail", trail.region))
+    return _JUDGES[event.event_name](context)

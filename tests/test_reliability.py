@@ -1,0 +1,448 @@
+"""Nothing lost, nothing twice: duplicates, DynamoDB and SNS failures, throttling, refused calls,
+and the template settings that catch whatever the code cannot (retries, failure queue, alarms).
+
+Every scenario is a real drift in the local account, announced by its event, through the real
+handler; calls are counted with the recorder, metrics read from the handler's own output.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto.dynamodb.models import dynamodb_backends
+
+from guardrail_cli.faults import (
+    REMEDIATIONS,
+    Remediation,
+    function_landed,
+    http_errors,
+    iam_event,
+    log_lines,
+    metrics,
+    no_backoff,
+    publishes,
+    remediation,
+    writes,
+)
+from guardrail_cli.local import ACCOUNT_ID, REGION, LocalGuardrail, local_aws
+from guardrail_cli.seed import ADMINISTRATOR_ACCESS
+from guardrail_cli.template import Stack
+from guardrail_cli.testing import baseline_account, inject_errors
+from guardrail_core import aws, runtime
+from guardrail_core.config import load_settings
+from guardrail_core.events import parse_event
+from guardrail_core.findings import Action, Finding, Severity, Status
+from guardrail_core.triage import triage
+
+TABLE = "account-guardrail-idempotency"
+STACK = Stack()
+
+
+def landed(r: Remediation) -> Any:
+    return pytest.param(r, id=r.name, marks=pytest.mark.skipif(
+        not function_landed(r.function), reason=f"{r.function} not written yet"))
+
+
+SCENARIOS = [landed(r) for r in REMEDIATIONS]
+
+
+@pytest.fixture
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(*no_backoff())
+
+
+@pytest.fixture
+def account(request: pytest.FixtureRequest) -> Iterator[tuple[LocalGuardrail, Remediation]]:
+    scenario: Remediation = request.param
+    with baseline_account(scenario.parameters) as local:
+        yield local, scenario
+
+
+# --- 1. duplicates: one remediation, one email --------------------------------------------------
+
+
+@pytest.mark.parametrize("account", SCENARIOS, indirect=True)
+def test_five_deliveries_of_one_event_remediate_once_and_email_once(
+        account: tuple[LocalGuardrail, Remediation]) -> None:
+    local, scenario = account
+    event = scenario.drift()
+    deliveries = [local.invoke(scenario.function, event) for _ in range(5)]
+
+    assert [inv.error for inv in deliveries] == [None] * 5
+    assert [writes(inv) for inv in deliveries] == [[scenario.write], [], [], [], []]
+    assert [publishes(inv) for inv in deliveries] == [1, 0, 0, 0, 0]
+    assert scenario.fixed()
+    # The duplicates answer like the first delivery, and say they are duplicates.
+    first = deliveries[0].result
+    for dup in deliveries[1:]:
+        assert dup.result["duplicate"] is True
+        assert dup.result["actions"] == first["actions"] and dup.result["published"] == first["published"]
+        assert metrics(dup)["DuplicateEvents"] == 1
+        assert [c for c in dup.calls if c.service != "dynamodb"] == []  # a duplicate costs DynamoDB reads only
+
+
+@pytest.mark.parametrize("account", SCENARIOS[:1], indirect=True)
+def test_idempotency_records_expire_after_two_days(account: tuple[LocalGuardrail, Remediation]) -> None:
+    local, scenario = account
+    before = time.time()
+    local.invoke(scenario.function, scenario.drift())
+    items = boto3.client("dynamodb").scan(TableName=TABLE)["Items"]
+    stages = sorted(item["id"]["S"].split("#")[0].rsplit(".", 1)[1] for item in items)
+    assert stages == ["act_once", "alert_once"]  # one record for acting, one per email
+    for item in items:
+        assert item["status"]["S"] == "COMPLETED"
+        expires = int(item["expiration"]["N"])  # the table's TTL attribute (template: TimeToLiveSpecification)
+        assert before + 24 * 3600 < expires <= time.time() + 2 * 24 * 3600 + 1
+        # A run that dies mid-way (timeout) leaves a record that lapses with the function's timeout.
+        assert int(item["in_progress_expiration"]["N"]) <= (time.time() + 60) * 1000
+
+
+def test_idempotency_table_has_ttl_encryption_and_the_key_powertools_uses() -> None:
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+
+    table = STACK.resources["IdempotencyTable"]["Properties"]
+    layer = DynamoDBPersistenceLayer(table_name="t", boto3_client=object())  # type: ignore[arg-type]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": layer.expiry_attr, "Enabled": True}
+    assert table["KeySchema"] == [{"AttributeName": layer.key_attr, "KeyType": "HASH"}]
+    assert table["SSESpecification"]["SSEEnabled"] is True
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    env = STACK.functions()["AdminDriftFunction"].environment
+    assert env["IDEMPOTENCY_TABLE"] == STACK.resolve(table["TableName"])
+
+
+@pytest.mark.parametrize("account", SCENARIOS, indirect=True)
+def test_table_gone_still_remediates_and_says_so(account: tuple[LocalGuardrail, Remediation]) -> None:
+    local, scenario = account
+    boto3.client("dynamodb").delete_table(TableName=TABLE)
+    inv = local.invoke(scenario.function, scenario.drift())
+
+    assert inv.error is None
+    assert writes(inv) == [scenario.write] and publishes(inv) == 1 and scenario.fixed()
+    assert metrics(inv)["IdempotencyUnavailable"] == 2  # the act record and the email record
+    warnings = [line["message"] for line in log_lines(inv, "WARNING")]
+    assert "idempotency table unavailable: acting without duplicate protection" in warnings
+
+
+@pytest.mark.parametrize("account", SCENARIOS[:1], indirect=True)
+@pytest.mark.parametrize("code", ["ProvisionedThroughputExceededException", "InternalServerError",
+                                  "AccessDeniedException"])
+def test_dynamodb_refusing_still_remediates(account: tuple[LocalGuardrail, Remediation], code: str) -> None:
+    local, scenario = account
+    event = scenario.drift()
+    with inject_errors({"PutItem": code}):
+        inv = local.invoke(scenario.function, event)
+    assert inv.error is None
+    assert writes(inv) == [scenario.write] and publishes(inv) == 1 and scenario.fixed()
+    assert metrics(inv)["IdempotencyUnavailable"] == 2
+
+
+@pytest.mark.parametrize("account", SCENARIOS[:1], indirect=True)
+def test_record_not_saved_after_acting_never_acts_twice(account: tuple[LocalGuardrail, Remediation]) -> None:
+    local, scenario = account
+    event = scenario.drift()
+    with inject_errors({"UpdateItem": "InternalServerError"}, times=1):  # acting done, "completed" not saved
+        first = local.invoke(scenario.function, event)
+    assert first.error is None and writes(first) == [scenario.write] and publishes(first) == 1
+    assert "idempotency record not saved after acting: a duplicate would be handled again" in [
+        line["message"] for line in log_lines(first, "WARNING")]
+    assert metrics(first)["IdempotencyUnavailable"] == 1
+
+    # A duplicate meanwhile finds the record still "in progress": it fails, so Lambda retries it later.
+    second = local.invoke(scenario.function, event)
+    assert second.error is not None and second.error.startswith("DuplicateInProgress")
+    assert writes(second) == [] and publishes(second) == 0
+
+    # Once the in-progress record lapses (the function's timeout), the retry judges again: the account
+    # is already back in the baseline, so it writes nothing.
+    table = dynamodb_backends[ACCOUNT_ID][REGION].get_table(TABLE)
+    for item in table.all_items():
+        item.attrs["in_progress_expiration"].value = "0"
+    third = local.invoke(scenario.function, event)
+    assert third.error is None and writes(third) == [] and scenario.fixed()
+
+
+# --- 2 and 4. alerts that cannot be published --------------------------------------------------
+
+
+@pytest.mark.parametrize("account", SCENARIOS, indirect=True)
+def test_publish_failure_keeps_the_fix_fails_the_run_and_the_retry_sends_only_the_email(
+        account: tuple[LocalGuardrail, Remediation]) -> None:
+    local, scenario = account
+    event = scenario.drift()
+    with inject_errors({"Publish": "InternalError"}):
+        first = local.invoke(scenario.function, event)
+
+    # The remediation happened; the run fails AFTER acting, so Lambda retries and then queues it.
+    assert scenario.fixed() and writes(first) == [scenario.write]
+    assert first.error is not None and first.error.startswith("AlertDeliveryError")
+    assert metrics(first)["AlertPublishFailed"] == 1 and metrics(first)["Remediations"] >= 1
+    assert "alert publish failed" in [line["message"] for line in log_lines(first, "ERROR")]
+    lost = [c.params for c in first.calls if c.name == "sns:Publish"]
+
+    # Lambda's retry: no second remediation, and the very email that was lost is sent.
+    retry = local.invoke(scenario.function, event)
+    assert retry.error is None and writes(retry) == []
+    sent = [c.params for c in retry.calls if c.name == "sns:Publish"]
+    assert sent == lost and "[DONE]" in retry.notifications[0]["message"]
+
+    # Later duplicates: nothing at all.
+    again = local.invoke(scenario.function, event)
+    assert again.error is None and writes(again) == [] and publishes(again) == 0
+
+
+def _two_findings(event: Any, settings: Any, verdict: Any) -> list[Finding]:
+    done = Action("Detach AdministratorAccess", "group administrators", Status.SUCCEEDED, undo="aws iam ...")
+    return [Finding.for_event(event, id=f"finding-{n}", severity=Severity.HIGH, summary=f"Finding {n}",
+                              actions=[done]) for n in (1, 2)]
+
+
+def test_only_the_alert_that_failed_is_sent_again() -> None:
+    """Two findings, the first publish fails: the retry sends the first only, the second never twice."""
+    with baseline_account() as local:
+        function = local.functions["AdminDriftFunction"]
+        handler = runtime.make_handler(_two_findings)
+        event = iam_event("AttachGroupPolicy", {"groupName": "administrators", "policyArn": ADMINISTRATOR_ACCESS})
+        with local.environment(function):
+            runtime.settings.cache_clear()
+            runtime._idempotent.cache_clear()
+            aws.client.cache_clear()
+            with inject_errors({"Publish": "InternalError"}, times=1) as failed, \
+                    pytest.raises(runtime.AlertDeliveryError, match="1 of 2 alert"):
+                handler(event, local.context("AdminDriftFunction"))
+            assert failed == ["Publish"]
+            from guardrail_cli.recorder import record_calls
+            with record_calls() as calls:
+                result = handler(event, local.context("AdminDriftFunction"))
+            subjects = [c.params["Subject"] for c in calls.of("sns:Publish")]
+            assert subjects == ["[HIGH] Finding 1 - 123456789012"]
+            assert len(result["published"]) == 2 and result["duplicate"] is True
+            runtime.settings.cache_clear()
+
+
+# --- 2. a remediation that fails says what failed and what to do --------------------------------
+
+
+@pytest.mark.parametrize("account", SCENARIOS, indirect=True)
+def test_refused_remediation_emails_the_missing_permission_and_the_manual_step(
+        account: tuple[LocalGuardrail, Remediation]) -> None:
+    local, scenario = account
+    event = scenario.drift()
+    operation = scenario.write.split(":")[1]
+    with inject_errors({operation: "AccessDenied"}):
+        inv = local.invoke(scenario.function, event)
+
+    assert inv.error is None  # retrying cannot grant a permission: alert, do not crash-loop
+    assert not scenario.fixed()
+    assert [a["status"] for a in inv.actions if a["status"] != "skipped"] == ["failed"]
+    assert metrics(inv)["RemediationsFailed"] == 1
+    email = " ".join(inv.notifications[0]["message"].split())
+    assert "[FAILED]" in email
+    assert "the guardrail lacks" in email and operation in email  # what failed, and why
+    assert "by hand" in email  # what the owner does instead
+
+
+@pytest.mark.parametrize("account", SCENARIOS[:1], indirect=True)
+def test_a_read_refused_inside_the_judge_becomes_an_alert_not_a_crash(
+        account: tuple[LocalGuardrail, Remediation]) -> None:
+    local, scenario = account
+    event = scenario.drift()
+    with inject_errors({"ListAttachedGroupPolicies": "AccessDenied", "GetGroup": "AccessDenied",
+                        "ListGroupPolicies": "AccessDenied"}):
+        inv = local.invoke(scenario.function, event)
+    assert inv.error is None and writes(inv) == []
+    assert publishes(inv) == 1
+    email = " ".join(inv.notifications[0]["message"].split())
+    assert "lacks" in email and "permission" in email
+
+
+# --- 4. throttling and already-fixed ----------------------------------------------------------
+
+
+def test_clients_use_standard_retries() -> None:
+    with local_aws():
+        aws.client.cache_clear()
+        for service in ("iam", "sns", "cloudtrail", "dynamodb"):
+            # botocore counts the first attempt too: 5 retries = 6 attempts.
+            assert aws.client(service).meta.config.retries == {"mode": "standard", "total_max_attempts": 6}
+        aws.client.cache_clear()
+
+
+@pytest.mark.parametrize("account", SCENARIOS, indirect=True)
+def test_throttled_write_is_retried_and_remediates(account: tuple[LocalGuardrail, Remediation],
+                                                   fast_retries: None) -> None:
+    local, scenario = account
+    event = scenario.drift()
+    service, operation = scenario.write.split(":")
+    with http_errors({f"{service}.{operation}": ("Throttling" if service == "iam" else "ThrottlingException", 400)},
+                     times=2) as throttled:
+        inv = local.invoke(scenario.function, event)
+    assert throttled == [f"{service}.{operation}"] * 2  # refused twice on the wire...
+    assert inv.error is None and scenario.fixed()  # ...and done on the third attempt
+    assert writes(inv) == [scenario.write]  # one call from the code's point of view
+    assert [a["status"] for a in inv.actions if a["status"] != "skipped"] == ["succeeded"]
+
+
+@pytest.mark.parametrize("account", SCENARIOS[:1], indirect=True)
+def test_throttling_past_the_retries_fails_the_run_and_the_retry_remediates(
+        account: tuple[LocalGuardrail, Remediation], fast_retries: None) -> None:
+    local, scenario = account
+    event = scenario.drift()
+    read = "iam.ListAttachedGroupPolicies"
+    with http_errors({read: ("Throttling", 400)}, times=6):
+        first = local.invoke(scenario.function, event)
+    assert first.error is not None and "Throttling" in first.error  # Lambda retries it (then the queue)
+    assert writes(first) == [] and publishes(first) == 0
+    retry = local.invoke(scenario.function, event)  # the act record was cleared: judged afresh
+    assert retry.error is None and writes(retry) == [scenario.write] and scenario.fixed()
+
+
+@pytest.mark.skipif(not function_landed("AdminDriftFunction"), reason="admin drift not written yet")
+def test_policy_already_detached_is_success_without_a_false_alarm() -> None:
+    scenario = remediation("admin-policy-on-group")
+    with baseline_account() as local:
+        event = scenario.drift()
+        with inject_errors({"DetachGroupPolicy": "NoSuchEntity"}):  # someone detached it first
+            inv = local.invoke(scenario.function, event)
+    assert inv.error is None
+    assert [a["status"] for a in inv.actions if a["status"] != "skipped"] == ["succeeded"]
+    assert metrics(inv)["RemediationsFailed"] == 0
+    email = inv.notifications[0]["message"]
+    assert "[FAILED]" not in email and "lacks" not in email
+
+
+@pytest.mark.parametrize("filler", ["x", "\U0001f525"])
+def test_an_alert_echoing_huge_input_is_clipped_to_fit_sns(filler: str) -> None:
+    """A finding quoting a 400,000-character request parameter is still delivered (clipped)."""
+    def echo(event: Any, settings: Any, verdict: Any) -> list[Finding]:
+        return [Finding.for_event(event, id="echo", severity=Severity.HIGH, summary="Echo",
+                                  what_happened=event.param("policyName"))]
+
+    with baseline_account() as local:
+        function = local.functions["AdminDriftFunction"]
+        event = iam_event("PutGroupPolicy", {"groupName": "administrators", "policyName": filler * 400_000})
+        with local.environment(function):
+            runtime.settings.cache_clear()
+            aws.client.cache_clear()
+            from guardrail_cli.recorder import record_calls
+            with record_calls() as calls:
+                result = runtime.make_handler(echo)(event, local.context("AdminDriftFunction"))
+            runtime.settings.cache_clear()
+    (publish,) = calls.of("sns:Publish")
+    assert len(result["published"]) == 1
+    assert len(publish.params["Message"].encode()) <= runtime.SNS_MESSAGE_LIMIT
+    body = json.loads(publish.params["Message"])
+    assert body["email"].endswith("the function's log has the whole finding]")
+    assert json.loads(body["default"])["guardrail_finding"]["clipped"] is True
+
+
+def test_a_bug_in_a_judge_is_an_alert_not_a_crash_loop() -> None:
+    def broken(event: Any, settings: Any, verdict: Any) -> list[Finding]:
+        raise KeyError("requestParameters")
+
+    with local_aws():
+        cfg = load_settings({"ACCOUNT_ID": ACCOUNT_ID, "ALERT_TOPIC_ARN": ""})
+        event = iam_event("AttachGroupPolicy", {"groupName": "administrators", "policyArn": ADMINISTRATOR_ACCESS})
+        parsed = parse_event(event)
+        acted = runtime.act(parsed, triage(parsed, cfg), broken, cfg)
+    assert acted["outcome"]["status"] == "failed"
+    assert acted["outcome"]["findings"][0]["id"] == "guardrail-error"
+    assert "check by hand" in acted["alerts"][0]["Message"]
+
+
+# --- 2. the template: retries, failure queue, alarms -------------------------------------------
+
+
+def _events(function: str) -> dict[str, Any]:
+    return dict(STACK.resources[function]["Properties"].get("Events", {}))
+
+
+DETECTORS = [f for f in STACK.functions() if f != "SetupFunction"]
+QUEUE_ARN = STACK.get_att("FailureQueue", "Arn")
+
+
+@pytest.mark.parametrize("function", DETECTORS)
+def test_every_rule_retries_for_a_day_then_dead_letters(function: str) -> None:
+    events = _events(function)
+    assert events, f"{function} has no trigger"
+    for name, event in events.items():
+        props = STACK.resolve(event["Properties"])
+        assert event["Type"] in ("EventBridgeRule", "ScheduleV2"), name
+        retry = props["RetryPolicy"]
+        assert retry["MaximumRetryAttempts"] >= 3, name
+        assert retry["MaximumEventAgeInSeconds"] >= 3600, name
+        assert props["DeadLetterConfig"] == {"Arn": QUEUE_ARN}, name
+        if event["Type"] == "EventBridgeRule":
+            assert retry["MaximumEventAgeInSeconds"] == 86400, name  # EventBridge's longest
+            # The queue policy lets exactly our rules dead-letter into it.
+            assert props["RuleName"].startswith(f"{STACK.stack_name}-")
+
+
+@pytest.mark.parametrize("function", DETECTORS)
+def test_every_detector_retries_async_failures_then_queues_them(function: str) -> None:
+    config = STACK.resolve(STACK.resources[function]["Properties"]["EventInvokeConfig"])
+    assert config["MaximumRetryAttempts"] == 2
+    assert config["MaximumEventAgeInSeconds"] >= 3600
+    assert config["DestinationConfig"]["OnFailure"] == {"Type": "SQS", "Destination": QUEUE_ARN}
+
+
+def test_failure_queue_is_encrypted_keeps_14_days_and_accepts_only_our_rules() -> None:
+    queue = STACK.resources["FailureQueue"]["Properties"]
+    assert queue["MessageRetentionPeriod"] == 14 * 24 * 3600
+    assert queue.get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in queue
+    (statement,) = STACK.resolve(STACK.resources["FailureQueuePolicy"]["Properties"]["PolicyDocument"])["Statement"]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Action"] == "sqs:SendMessage" and statement["Resource"] == QUEUE_ARN
+    assert statement["Condition"]["ArnLike"]["aws:SourceArn"] == (
+        f"arn:aws:events:{REGION}:{ACCOUNT_ID}:rule/{STACK.stack_name}-*")
+
+
+def _alarms() -> dict[str, dict[str, Any]]:
+    return {k: STACK.resolve(r["Properties"]) for k, r in STACK.resources.items()
+            if r["Type"] == "AWS::CloudWatch::Alarm"}
+
+
+def _watched(alarm: dict[str, Any]) -> set[tuple[str, str]]:
+    """(metric name, function name) pairs an alarm watches."""
+    stats = [m["MetricStat"]["Metric"] for m in alarm.get("Metrics", []) if "MetricStat" in m]
+    if "MetricName" in alarm:
+        stats.append({"MetricName": alarm["MetricName"], "Dimensions": alarm.get("Dimensions", [])})
+    return {(s["MetricName"], d["Value"]) for s in stats for d in s.get("Dimensions", [])
+            if d["Name"] == "FunctionName"}
+
+
+def test_alarms_watch_every_function_and_the_queue_and_notify_the_topic() -> None:
+    alarms = _alarms()
+    topic = STACK.ref("AlertTopic")
+    for name, alarm in alarms.items():
+        assert alarm["AlarmActions"] == [topic], name
+        assert alarm["TreatMissingData"] == "notBreaching", name
+        assert alarm["Threshold"] == 1 and alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold", name
+        # CloudWatch's limits per alarm: 20 queries, of which at most 10 read a metric.
+        assert len(alarm.get("Metrics", [])) <= 20, name
+        assert sum("MetricStat" in m for m in alarm.get("Metrics", [])) <= 10, name
+    watched = set().union(*(_watched(a) for a in alarms.values()))
+    for function in STACK.functions().values():
+        assert ("Errors", function.name) in watched, function.logical_id
+        assert ("Throttles", function.name) in watched, function.logical_id
+    queue_alarms = [a for a in alarms.values() if a.get("Namespace") == "AWS/SQS"]
+    assert [a["MetricName"] for a in queue_alarms] == ["ApproximateNumberOfMessagesVisible"]
+    assert queue_alarms[0]["Dimensions"] == [{"Name": "QueueName", "Value": STACK.get_att("FailureQueue", "QueueName")}]
+    own = {a["MetricName"] for a in alarms.values() if a.get("Namespace") == runtime.NAMESPACE}
+    assert {"AlertPublishFailed", "IdempotencyUnavailable"} <= own
+    for alarm in alarms.values():
+        if alarm.get("Namespace") == runtime.NAMESPACE:  # powertools' default dimension
+            assert alarm["Dimensions"] == [{"Name": "service", "Value": runtime.SERVICE}]
+
+
+def test_the_alerts_topic_lets_alarms_publish() -> None:
+    (statement,) = STACK.resolve(STACK.resources["AlertTopicPolicy"]["Properties"]["PolicyDocument"])["Statement"]
+    assert statement["Principal"] == {"Service": "cloudwatch.amazonaws.com"} and statement["Action"] == "sns:Publish"
+    key = STACK.resolve(STACK.resources["AlertKey"]["Properties"]["KeyPolicy"])["Statement"]
+    assert any(s["Principal"] == {"Service": "cloudwatch.amazonaws.com"} and "kms:Decrypt" in s["Action"] for s in key)
+

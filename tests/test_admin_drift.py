@@ -192,7 +192,7 @@ def test_group_named_in_other_case_is_still_the_admin_group(guardrail: LocalGuar
 
 def test_inline_policy_put_on_the_group_is_deleted(guardrail: LocalGuardrail, how: str) -> None:
     before = account_state()
-    ev = load_event(EVENTS_DIR / "admin-inline-policy-put-on-group.json")  # groupName "Administrators"
+    ev = load_event(EVENTS_DIR / "admin-inline-policy-put-on-group.json")
     iam().put_group_policy(GroupName="administrators", PolicyName="temporary-full-access",
                            PolicyDocument=json.dumps(ALL_ON_ALL))
 
@@ -205,7 +205,7 @@ def test_inline_policy_put_on_the_group_is_deleted(guardrail: LocalGuardrail, ho
     assert "GetGroup" in iam_calls(inv) and "ListMFADevices" in iam_calls(inv)
     assert iam_writes(inv) == ["DeleteGroupPolicy"]
     subject, email = one_email(inv)
-    assert subject.startswith("[HIGH] Undone: inline policy temporary-full-access put on group Administrators")
+    assert subject.startswith("[HIGH] Undone: inline policy temporary-full-access put on group administrators")
     assert "[DONE] Delete inline policy temporary-full-access from group administrators" in email
 
 
@@ -557,6 +557,29 @@ def test_customer_policy_that_becomes_admin_while_attached_is_reported(detaching
     subject, email = one_email(inv)
     assert subject.startswith("[HIGH] Undone: new version of policy helpdesk")
     assert "user bob holds admin rights" in email
+
+
+def test_policy_that_becomes_admin_on_the_admin_group_is_removed_with_the_lockout_guard(
+        guardrail: LocalGuardrail) -> None:
+    client = iam()
+    arn = client.create_policy(PolicyName="helpdesk", PolicyDocument=json.dumps(S3_READ))["Policy"]["Arn"]
+    client.attach_group_policy(GroupName="administrators", PolicyArn=arn)  # held back, or made while undeployed
+    client.attach_user_policy(UserName="bob", PolicyArn=arn)
+    client.create_policy_version(PolicyArn=arn, PolicyDocument=json.dumps(ALL_ON_ALL), SetAsDefault=True)
+
+    inv = run(guardrail, event("SetDefaultPolicyVersion", {"policyArn": arn, "versionId": "v2"}), "dispatch")
+
+    # The admin group follows the baseline (remediate, guarded); bob's grant is reported only.
+    assert group_policies() == ["assume-admin-role"]
+    assert [p["PolicyName"] for p in client.list_attached_user_policies(UserName="bob")["AttachedPolicies"]] == [
+        "helpdesk"]
+    assert iam_calls(inv) == ["GetPolicy", "GetPolicyVersion", "ListEntitiesForPolicy", "ListAttachedGroupPolicies",
+                              "GetGroup", "ListMFADevices", "DetachGroupPolicy"]
+    subject, email = one_email(inv)
+    assert subject.startswith("[HIGH] Partly undone: default version of policy helpdesk changed")
+    assert "user bob, group administrators hold admin rights" in email
+    assert "[DONE] Detach helpdesk from group administrators" in email
+    assert "[NOT DONE] Detach helpdesk from user bob" in email
 
 
 def test_policy_versions_that_grant_nothing_to_people_are_ignored(guardrail: LocalGuardrail) -> None:

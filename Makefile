@@ -23,6 +23,7 @@ $(BIN)/guardrail: requirements-dev.txt pyproject.toml layers/guardrail_core/pypr
 	@touch $@
 
 $(SAM_VENV)/bin/sam: requirements-sam.txt
+	@test -n "$(PYTHON313)" || { echo "python3.13 (the Lambda runtime's version) is needed for sam build"; exit 1; }
 	@test -x $(SAM_VENV)/bin/python || $(PYTHON313) -m venv $(SAM_VENV)
 	$(SAM_VENV)/bin/pip install $(PIP_FLAGS) -r requirements-sam.txt
 	@touch $@

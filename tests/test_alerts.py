@@ -112,6 +112,11 @@ def test_publish_sends_subject_and_both_renderings() -> None:
             sent.append(kwargs)
             return {"MessageId": "m-1"}
 
-    assert alerts.publish(FakeSns(), "arn:aws:sns:us-east-1:123456789012:t", sample_finding()) == "m-1"
+    finding = sample_finding()
+    assert alerts.publish(FakeSns(), "arn:aws:sns:us-east-1:123456789012:t", finding) == "m-1"
     assert sent[0]["TopicArn"] == "arn:aws:sns:us-east-1:123456789012:t"
-    assert sent[0]["Subject"].startswith("[HIGH]")
+    assert sent[0]["Subject"] == alerts.render_subject(finding)
+    assert sent[0]["MessageStructure"] == "json"
+    body = json.loads(sent[0]["Message"])
+    assert body["email"] == alerts.render_email(finding)
+    assert json.loads(body["default"])["guardrail_finding"]["id"] == finding.id

@@ -153,16 +153,8 @@ class LocalGuardrail:
             "AWS_LAMBDA_FUNCTION_NAME": function.name,
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory),
         }
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
+        with patched_environ(env):
             yield
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
 
     def _load(self, function: Function) -> Callable[[Any, Any], Any]:
         if function.logical_id not in self._handlers:
@@ -252,6 +244,21 @@ def _captured_logs(buffer: io.StringIO) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def patched_environ(values: Mapping[str, str]) -> Iterator[None]:
+    """os.environ with `values` set for the block, then exactly as it was."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
 def local_aws(region: str = REGION) -> Iterator[None]:
     """moto for every AWS call in the block, with AWS managed policies available."""
     fake = {
@@ -259,17 +266,8 @@ def local_aws(region: str = REGION) -> Iterator[None]:
         "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": region, "AWS_REGION": region,
         "MOTO_ACCOUNT_ID": ACCOUNT_ID,
     }
-    saved = {k: os.environ.get(k) for k in fake}
-    os.environ.update(fake)
-    try:
-        with mock_aws(config={"iam": {"load_aws_managed_policies": True}}):
-            yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with patched_environ(fake), mock_aws(config={"iam": {"load_aws_managed_policies": True}}):
+        yield
 
 
 def deploy_stack_resources(stack: Stack) -> None:

@@ -26,6 +26,8 @@ from guardrail_core.events import parse_event
 FUNCTION = "AdminDriftFunction"
 RULE = "AdminAccessChange"
 ADMIN = "arn:aws:iam::aws:policy/AdministratorAccess"
+# The lockout guard before a grant is removed: group holds the assume policy, a member has MFA, the role.
+GUARD_READS = ["ListAttachedGroupPolicies", "GetGroup", "ListMFADevices", "GetRole", "ListAttachedRolePolicies"]
 READ_ONLY = "arn:aws:iam::aws:policy/ReadOnlyAccess"
 ASSUME_ARN = f"arn:aws:iam::{ACCOUNT_ID}:policy/assume-admin-role"
 ALL_ON_ALL = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
@@ -159,10 +161,11 @@ def test_administrator_access_reattached_to_the_group_is_detached(guardrail: Loc
 
     assert group_policies() == ["assume-admin-role"]
     assert account_state() == before
-    # One read, one write, one publish, plus one read for the lockout guard: only the policy
-    # phoebe's call added is removed, and phoebe, who could change the group, has an MFA device
-    # now. (Issue 8's budget is 2 IAM calls: the guard's fact must be current, see the report.)
-    assert iam_calls(inv) == ["ListAttachedGroupPolicies", "ListMFADevices", "DetachGroupPolicy"]
+    # One read, one write, one publish, plus the lockout guard's reads: the MFA role still works
+    # (GetRole, ListAttachedRolePolicies) and phoebe, who could change the group, has an MFA device
+    # now. (Issue 8's budget is 2 IAM calls: the guard's facts must be current, see the README.)
+    assert iam_calls(inv) == ["ListAttachedGroupPolicies", "GetRole", "ListAttachedRolePolicies", "ListMFADevices",
+                              "DetachGroupPolicy"]
     assert inv.calls[[c.operation for c in inv.calls].index("ListMFADevices")].params == {"UserName": "phoebe"}
     assert [c.name for c in inv.calls if c.kind == "publish"] == ["sns:Publish"]
     subject, email = one_email(inv)
@@ -440,7 +443,8 @@ def test_administrator_access_on_a_user_is_detached_when_enabled(detaching: Loca
     inv = run(detaching, load_event(EVENTS_DIR / "admin-policy-attached-to-user.json"), how)
 
     assert iam().list_attached_user_policies(UserName="bob")["AttachedPolicies"] == []
-    assert iam_calls(inv) == ["ListAttachedUserPolicies", "DetachUserPolicy"]
+    # One read of the grant, then the lockout guard: the MFA path to admin is intact.
+    assert iam_calls(inv) == ["ListAttachedUserPolicies", *GUARD_READS, "DetachUserPolicy"]
     subject, email = one_email(inv)
     assert subject.startswith("[HIGH] Undone: AdministratorAccess attached to user bob")
     assert "To undo: aws iam attach-user-policy --user-name bob" in email
@@ -456,7 +460,8 @@ def test_administrator_access_on_another_group_is_detached_when_enabled(detachin
 
     assert group_policies("developers") == []
     assert group_policies() == ["assume-admin-role"]
-    assert iam_calls(inv) == ["ListAttachedGroupPolicies", "DetachGroupPolicy"]
+    # The grant, the group's members (none exempt), the lockout guard.
+    assert iam_calls(inv) == ["ListAttachedGroupPolicies", "GetGroup", *GUARD_READS, "DetachGroupPolicy"]
     assert one_email(inv)[0].startswith("[HIGH] Undone: AdministratorAccess attached to group developers")
 
 
@@ -468,7 +473,7 @@ def test_admin_inline_policy_on_a_user_is_read_back_and_deleted_when_enabled(
                                                  "policyDocument": json.dumps(ALL_ON_ALL)}), how)
 
     assert iam().list_user_policies(UserName="bob")["PolicyNames"] == []
-    assert iam_calls(inv) == ["GetUserPolicy", "DeleteUserPolicy"]
+    assert iam_calls(inv) == ["GetUserPolicy", *GUARD_READS, "DeleteUserPolicy"]
     _, email = one_email(inv)
     assert "as the account holds it now, allows every action on every resource" in email
     assert "--policy-document" in email and '"Action": "*"' in email  # the undo carries the document
@@ -553,7 +558,8 @@ def test_customer_policy_that_becomes_admin_while_attached_is_reported(detaching
                                                        "policyDocument": json.dumps(ALL_ON_ALL)}), how)
 
     assert client.list_attached_user_policies(UserName="bob")["AttachedPolicies"] == []
-    assert iam_calls(inv) == ["GetPolicy", "GetPolicyVersion", "ListEntitiesForPolicy", "DetachUserPolicy"]
+    assert iam_calls(inv) == ["GetPolicy", "GetPolicyVersion", "ListEntitiesForPolicy", *GUARD_READS,
+                             "DetachUserPolicy"]
     subject, email = one_email(inv)
     assert subject.startswith("[HIGH] Undone: new version of policy helpdesk")
     assert "user bob holds admin rights" in email
@@ -574,7 +580,7 @@ def test_policy_that_becomes_admin_on_the_admin_group_is_removed_with_the_lockou
     assert [p["PolicyName"] for p in client.list_attached_user_policies(UserName="bob")["AttachedPolicies"]] == [
         "helpdesk"]
     assert iam_calls(inv) == ["GetPolicy", "GetPolicyVersion", "ListEntitiesForPolicy", "ListAttachedGroupPolicies",
-                              "GetGroup", "ListMFADevices", "DetachGroupPolicy"]
+                              "GetRole", "ListAttachedRolePolicies", "GetGroup", "ListMFADevices", "DetachGroupPolicy"]
     subject, email = one_email(inv)
     assert subject.startswith("[HIGH] Partly undone: default version of policy helpdesk changed")
     assert "user bob, group administrators hold admin rights" in email
@@ -723,7 +729,8 @@ def test_without_a_member_with_mfa_the_groups_rights_are_held_back(guardrail: Lo
 
     assert group_policies() == ["AdministratorAccess", "assume-admin-role"]
     # The caller's own device first (none), then every member's: none has one.
-    assert iam_calls(inv) == ["ListAttachedGroupPolicies", "ListMFADevices", "GetGroup", "ListMFADevices"]
+    assert iam_calls(inv) == ["ListAttachedGroupPolicies", "GetRole", "ListAttachedRolePolicies", "ListMFADevices",
+                              "GetGroup", "ListMFADevices"]
     subject, email = one_email(inv)
     assert subject.startswith("[HIGH] Held back (lockout guard)")
     assert "would lock everyone out" in email and "Enrol an MFA device" in email
@@ -750,7 +757,8 @@ def test_root_or_keys_without_mfa_take_the_guards_reads(guardrail: LocalGuardrai
 
     inv = run(guardrail, event("AttachGroupPolicy", {"groupName": "administrators", "policyArn": ADMIN}, ROOT))
 
-    assert iam_calls(inv) == ["ListAttachedGroupPolicies", "GetGroup", "ListMFADevices", "DetachGroupPolicy"]
+    assert iam_calls(inv) == ["ListAttachedGroupPolicies", "GetRole", "ListAttachedRolePolicies", "GetGroup",
+                              "ListMFADevices", "DetachGroupPolicy"]
     assert group_policies() == ["assume-admin-role"]
 
 
@@ -762,7 +770,8 @@ def test_other_rights_on_the_group_are_not_removed_on_the_events_word(guardrail:
 
     inv = run(guardrail, load_event(EVENTS_DIR / "admin-policy-attached-to-group.json"))
 
-    assert iam_calls(inv)[:3] == ["ListAttachedGroupPolicies", "GetGroup", "ListMFADevices"]
+    assert iam_calls(inv)[:5] == ["ListAttachedGroupPolicies", "GetRole", "ListAttachedRolePolicies", "GetGroup",
+                                  "ListMFADevices"]
     assert sorted(iam_writes(inv)) == ["DetachGroupPolicy", "DetachGroupPolicy"]
     assert group_policies() == ["assume-admin-role"]
 
@@ -827,7 +836,7 @@ def test_a_session_of_another_role_needs_no_lockout_read(guardrail: LocalGuardra
     inv = run(guardrail, event("AttachGroupPolicy", {"groupName": "administrators", "policyArn": ADMIN},
                                SSO_ADMIN), how)
 
-    assert iam_calls(inv) == ["ListAttachedGroupPolicies", "DetachGroupPolicy"]
+    assert iam_calls(inv) == ["ListAttachedGroupPolicies", "GetRole", "ListAttachedRolePolicies", "DetachGroupPolicy"]
     assert group_policies() == ["assume-admin-role"]
 
 
@@ -970,3 +979,90 @@ def test_role_grants_exactly_what_the_code_calls_and_writes_only_on_the_baseline
     assert extra == {"iam:DetachUserPolicy", "iam:DeleteUserPolicy"}
     assert {a for s in detaching for a in _actions(s)} >= admin_drift.DETACH_OTHER_ACTIONS
     assert iam_baseline.READ_ACTIONS <= admin_drift.READ_ACTIONS
+
+
+# --- DetachOtherAdminGrants: never the last way in, never a break-glass user's group ---------------
+
+
+def test_a_grant_is_held_back_when_no_admin_member_has_mfa(detaching: LocalGuardrail, how: str) -> None:
+    """Bob's AdministratorAccess may be the only way to admin left: removing it could lock everyone out."""
+    _remove_phoebes_mfa()
+    iam().attach_user_policy(UserName="bob", PolicyArn=ADMIN)
+
+    inv = run(detaching, event("AttachUserPolicy", {"userName": "bob", "policyArn": ADMIN}), how)
+
+    assert [p["PolicyArn"] for p in iam().list_attached_user_policies(UserName="bob")["AttachedPolicies"]] == [ADMIN]
+    assert iam_writes(inv) == []
+    [action] = inv.result["actions"]
+    assert action["status"] == "skipped"
+    assert action["detail"].startswith("held back to avoid a lockout: no member of group administrators has an "
+                                       "MFA device")
+    subject, email = one_email(inv)
+    assert subject.startswith("[HIGH] Held back (lockout guard): AdministratorAccess attached to user bob")
+    assert "First repair the MFA path to admin" in " ".join(email.split())
+
+
+def test_a_grant_is_held_back_when_the_admin_role_lacks_administrator_access(detaching: LocalGuardrail) -> None:
+    client = iam()
+    client.detach_role_policy(RoleName="admin-mfa", PolicyArn=ADMIN)
+    client.put_user_policy(UserName="bob", PolicyName="everything", PolicyDocument=json.dumps(ALL_ON_ALL))
+
+    inv = detaching.invoke("AdminDriftFunction",
+                           event("PutUserPolicy", {"userName": "bob", "policyName": "everything"}))
+
+    assert client.list_user_policies(UserName="bob")["PolicyNames"] == ["everything"]
+    assert iam_writes(inv) == []
+    [action] = inv.result["actions"]
+    assert action["detail"] == ("held back to avoid a lockout: role admin-mfa does not have AdministratorAccess; "
+                                "this grant may be the only way to admin")
+
+
+def test_a_grant_is_held_back_when_the_admin_group_lost_the_assume_policy(detaching: LocalGuardrail) -> None:
+    client = iam()
+    arn = f"arn:aws:iam::{ACCOUNT_ID}:policy/assume-admin-role"
+    client.detach_group_policy(GroupName="administrators", PolicyArn=arn)
+    client.attach_user_policy(UserName="bob", PolicyArn=ADMIN)
+
+    inv = detaching.invoke("AdminDriftFunction", event("AttachUserPolicy", {"userName": "bob", "policyArn": ADMIN}))
+
+    assert iam_writes(inv) == []
+    assert inv.result["actions"][0]["detail"].startswith(
+        "held back to avoid a lockout: group administrators does not hold policy assume-admin-role")
+
+
+def test_a_group_grant_is_kept_when_an_exempt_user_is_a_member(how: str) -> None:
+    """Break-glass user in a group holding admin: detaching from the group would strip the user too."""
+    # Exempt ARN in other case: IAM names and ARNs are case-insensitive.
+    with baseline_account({"DetachOtherAdminGrants": "true",
+                           "ExemptPrincipalArns": f"arn:aws:iam::{ACCOUNT_ID}:user/BreakGlass"}) as local:
+        client = iam()
+        client.create_user(UserName="breakglass", Path="/emergency/")
+        client.create_group(GroupName="emergency")
+        client.add_user_to_group(GroupName="emergency", UserName="bob")
+        client.add_user_to_group(GroupName="emergency", UserName="breakglass")
+        client.attach_group_policy(GroupName="emergency", PolicyArn=ADMIN)
+
+        inv = run(local, event("AttachGroupPolicy", {"groupName": "emergency", "policyArn": ADMIN}), how)
+
+        assert group_policies("emergency") == ["AdministratorAccess"]
+        assert iam_writes(inv) == []
+        [action] = inv.result["actions"]
+        assert action["status"] == "skipped"
+        assert action["detail"].startswith("exempt member user breakglass of group emergency")
+        subject, _ = one_email(inv)
+        assert subject.startswith("[HIGH] Not undone (exempt principal): AdministratorAccess attached to group")
+
+
+def test_a_group_grant_is_kept_when_the_group_itself_is_exempt() -> None:
+    with baseline_account({"DetachOtherAdminGrants": "true",
+                           "ExemptPrincipalArns": f"arn:aws:iam::{ACCOUNT_ID}:group/Emergency"}) as local:
+        client = iam()
+        client.create_group(GroupName="emergency")
+        client.attach_group_policy(GroupName="emergency", PolicyArn=ADMIN)
+
+        inv = local.invoke("AdminDriftFunction",
+                           event("AttachGroupPolicy", {"groupName": "emergency", "policyArn": ADMIN}))
+
+        assert group_policies("emergency") == ["AdministratorAccess"]
+        assert iam_writes(inv) == []
+        assert inv.result["actions"][0]["detail"].startswith("exempt member group emergency")

@@ -321,11 +321,29 @@ def test_quarantine_attached_then_lifted_when_mfa_is_enabled(quarantine: LocalGu
 
     lifted = quarantine.invoke(FUNCTION, enable_mfa("phoebe", PHOEBE_MFA))
     assert [(f["id"], f["severity"]) for f in lifted.findings] == [("mfa-quarantine-lifted", "INFO")]
-    assert aws_calls(lifted) == ["iam:ListAttachedUserPolicies", "iam:DetachUserPolicy", "sns:Publish"]
+    # Lifted only after reading that phoebe has a device now (events may arrive out of order).
+    assert aws_calls(lifted) == ["iam:ListAttachedUserPolicies", "iam:ListMFADevices", "iam:DetachUserPolicy",
+                                 "sns:Publish"]
     assert attached("phoebe") == []
     # MFA enabled by someone never quarantined: one read, no email.
     quiet = quarantine.invoke(FUNCTION, enable_mfa("bob", "GAHT00000001"))
     assert quiet.findings == [] and aws_calls(quiet) == ["iam:ListAttachedUserPolicies"]
+
+
+def test_quarantine_is_kept_when_the_user_has_no_mfa_device_now(quarantine: LocalGuardrail) -> None:
+    """EnableMFADevice arrives after the device was removed again (out of order): no device, no lift."""
+    quarantine.invoke(FUNCTION, deactivate_phoebe())
+    assert attached("phoebe") == [QUARANTINE_ARN]
+    event = load_event(EVENTS_DIR / "mfa-device-enabled.json")  # the account still shows no device
+    event["detail"]["requestParameters"] = {"userName": "phoebe", "serialNumber": PHOEBE_MFA}
+
+    kept = quarantine.invoke(FUNCTION, event)
+
+    assert attached("phoebe") == [QUARANTINE_ARN]
+    assert aws_calls(kept) == ["iam:ListAttachedUserPolicies", "iam:ListMFADevices", "sns:Publish"]
+    assert [(f["id"], f["severity"]) for f in kept.findings] == [("mfa-quarantine-kept", "LOW")]
+    text = " ".join(kept.notifications[0]["message"].split())
+    assert "no MFA device now" in text and "quarantine is kept" in text
 
 
 def test_quarantine_only_the_quarantine_policy_and_only_once(quarantine: LocalGuardrail) -> None:

@@ -19,7 +19,7 @@ from guardrail_cli.faults import REMEDIATIONS, Remediation, function_landed, iam
 from guardrail_cli.local import ACCOUNT_ID, REGION, Invocation, LocalGuardrail
 from guardrail_cli.recorder import Call
 from guardrail_cli.seed import ADMINISTRATOR_ACCESS
-from guardrail_cli.testing import baseline_account, corpus_dir, envelope, retarget
+from guardrail_cli.testing import baseline_account, corpus_dir, envelope, inject_errors, retarget
 
 BOB = f"arn:aws:iam::{ACCOUNT_ID}:user/bob"
 PHOEBE_MFA = f"arn:aws:iam::{ACCOUNT_ID}:mfa/phoebe"
@@ -189,6 +189,44 @@ def test_admin_drift_removes_administrator_access_once_an_admin_has_mfa() -> Non
     with baseline_account() as local:
         inv = local.invoke(scenario.function, scenario.drift())
         assert writes(inv) == ["iam:DetachGroupPolicy"] and ADMINISTRATOR_ACCESS not in group_policies()
+
+
+def delete_admin_role() -> None:
+    iam = boto3.client("iam")
+    iam.detach_role_policy(RoleName="admin-mfa", PolicyArn=ADMINISTRATOR_ACCESS)
+    iam.delete_role(RoleName="admin-mfa")
+
+
+def test_a_broken_mfa_path_is_rebuilt_before_the_groups_rights_are_removed() -> None:
+    """The role is gone and someone re-grants admin to the group to get back in: the guardrail
+    must not take that away until the MFA role works again, so it rebuilds the role first."""
+    scenario = remediation("admin-policy-on-group")
+    with baseline_account() as local:
+        delete_admin_role()
+        inv = local.invoke(scenario.function, scenario.drift())
+        assert inv.error is None
+        assert writes(inv) == ["iam:CreateRole", "iam:AttachRolePolicy", "iam:DetachGroupPolicy"]
+        iam = boto3.client("iam")
+        role = iam.get_role(RoleName="admin-mfa")["Role"]
+        assert role["AssumeRolePolicyDocument"]["Statement"][0]["Condition"] == {
+            "Bool": {"aws:MultiFactorAuthPresent": "true"}}
+        assert [p["PolicyArn"] for p in iam.list_attached_role_policies(RoleName="admin-mfa")["AttachedPolicies"]] \
+            == [ADMINISTRATOR_ACCESS]
+        assert ADMINISTRATOR_ACCESS not in group_policies()
+
+
+def test_when_the_mfa_path_cannot_be_rebuilt_the_groups_rights_stay() -> None:
+    scenario = remediation("admin-policy-on-group")
+    with baseline_account() as local:
+        delete_admin_role()
+        with inject_errors({"CreateRole": "AccessDenied"}):
+            inv = local.invoke(scenario.function, scenario.drift())
+        assert inv.error is None
+        assert "iam:DetachGroupPolicy" not in writes(inv)
+        assert ADMINISTRATOR_ACCESS in group_policies()
+        text = " ".join(email(inv).split())
+        assert "[FAILED] Create role admin-mfa" in text
+        assert "not removed because an earlier step failed" in text
 
 
 # --- the guardrail itself: no loops ----------------------------------------------------------

@@ -29,7 +29,7 @@ from botocore.exceptions import ClientError
 from guardrail_core import iam_baseline
 from guardrail_core.alerts import cloudtrail_link, iam_console_link
 from guardrail_core.aws import client, is_not_found
-from guardrail_core.baseline import Change, Observed, grants_admin, load_document
+from guardrail_core.baseline import Change, Observed, grants_admin, load_document, trust_requires_mfa
 from guardrail_core.config import Settings
 from guardrail_core.events import CloudTrailEvent, Identity
 from guardrail_core.findings import Action, Finding, Severity, Status
@@ -514,12 +514,17 @@ class Grant:
 
 
 def remove_grants(iam: Any, settings: Settings, verdict: Triage, grants: list[Grant]) -> list[Action]:
-    """Detach/delete each grant when DetachOtherAdminGrants allows it; exempt users keep theirs."""
+    """Detach/delete each grant when DetachOtherAdminGrants allows it; exempt users keep theirs.
+
+    A grant may be someone's only way to admin: it is removed only while the MFA path to admin
+    (group -> assume policy -> MFA role with AdministratorAccess, a member with an MFA device) is intact.
+    """
     allowed, why_not = may_write(settings, verdict)
     if allowed and not settings.detach_other_admin:
         allowed, why_not = False, ("DetachOtherAdminGrants is false: reported only. Set it to true to have the "
                                    "guardrail remove such grants")
     actions: list[Action] = []
+    gap: str | None = None  # read once, only when a removal is about to happen
     for grant in grants:
         change = grant.removal(settings)
         if grant.kind is Kind.USER_GRANT and user_exempt(settings, grant.name):
@@ -527,8 +532,60 @@ def remove_grants(iam: Any, settings: Settings, verdict: Triage, grants: list[Gr
                                   detail=f"user {grant.name} is an exempt (break-glass) principal: "
                                          "it keeps its rights"))
             continue
+        if allowed and grant.kind is Kind.GROUP_GRANT:
+            exempt = exempt_in_group(iam, settings, grant.name)
+            if exempt:
+                actions.append(Action(change.name, change.target, Status.SKIPPED,
+                                      detail=f"exempt member {exempt} of group {grant.name} (break-glass): "
+                                             "the group keeps its rights"))
+                continue
+        if allowed:
+            if gap is None:
+                gap = mfa_path_gap(iam, settings)
+            if gap:
+                actions.append(Action(change.name, change.target, Status.SKIPPED,
+                                      detail=f"held back to avoid a lockout: {gap}; this grant may be the only "
+                                             "way to admin"))
+                continue
         actions += iam_baseline.apply(iam, [change], allowed=allowed, not_allowed_reason=why_not)
     return actions
+
+
+def exempt_in_group(iam: Any, settings: Settings, group: str) -> str:
+    """'user x' / 'group x' when the group or one of its members is exempt; '' otherwise (or group gone)."""
+    try:
+        for page in iam.get_paginator("get_group").paginate(GroupName=group):
+            arn = str(page.get("Group", {}).get("Arn", ""))
+            if settings.is_exempt(arn, settings.iam_arn("group", group)):
+                return f"group {group}"
+            for user in page.get("Users", []):
+                name = str(user.get("UserName", ""))
+                if settings.is_exempt(str(user.get("Arn", ""))) or user_exempt(settings, name):
+                    return f"user {name}"
+    except ClientError as exc:
+        if is_not_found(exc):
+            return ""
+        raise
+    return ""
+
+
+def mfa_path_gap(iam: Any, settings: Settings) -> str:
+    """What breaks the MFA path to admin now ('' when intact): group, assume policy, member with MFA, role."""
+    group = iam_baseline.read_group(iam, settings.admin_group, managed=True, inline=False)
+    if group is None:
+        return f"group {settings.admin_group} does not exist"
+    if not any(_same(p.arn, settings.assume_policy_arn) for p in group.attached or []):
+        return f"group {group.name} does not hold policy {settings.assume_policy}"
+    if iam_baseline.find_member_with_mfa(iam, group.name) is None:
+        return f"no member of group {group.name} has an MFA device"
+    role = iam_baseline.read_role(iam, settings.admin_role, policies=True)
+    if role is None:
+        return f"role {settings.admin_role} does not exist"
+    if not trust_requires_mfa(role.trust, settings):
+        return f"the trust policy of role {role.name} does not require MFA"
+    if not any(is_administrator_access(p.arn, settings) for p in role.attached or []):
+        return f"role {role.name} does not have AdministratorAccess"
+    return ""
 
 
 def grant_finding(event: CloudTrailEvent, settings: Settings, verdict: Triage, headline: str, because: str,
@@ -547,6 +604,11 @@ def grant_finding(event: CloudTrailEvent, settings: Settings, verdict: Triage, h
     removals = [g.removal(settings) for g in grants]
     not_done = [c for c, a in zip(removals, actions, strict=True) if a.status is not Status.SUCCEEDED]
     steps = []
+    if any("lockout" in a.detail for a in actions):
+        steps.append(f"First repair the MFA path to admin (a member of group {settings.admin_group} with an MFA "
+                     f"device; the group holding {settings.assume_policy}; role {settings.admin_role} with an MFA "
+                     "trust and AdministratorAccess: invoke the setup function), so removing the grant locks "
+                     "nobody out.")
     if not_done:
         steps.append("If the grant was not intended, remove it by hand: " + "; ".join(by_hand(not_done)))
     steps.append(f"If someone needs admin rights, add them to group {settings.admin_group}, enrol an MFA device "

@@ -163,6 +163,15 @@ def converge_plan(
     a fact it reads now; when it answers, the guard's own reads are skipped. Setup passes none.
     """
     changes = baseline.plan(observed, settings)
+    if not any(c.removes_admin_path for c in changes):
+        return changes
+    # Taking rights away is only safe once the MFA path works: the role must exist, trust
+    # MFA only and hold AdministratorAccess. Read it when the event did not, so the plan
+    # rebuilds the path first (and apply() skips the removals if that fails).
+    if observed.role is None or observed.role.attached is None:
+        observed.role = read_role(iam, settings.admin_role, policies=True)
+        observed.read = observed.read | {baseline.ROLE}
+        changes = baseline.plan(observed, settings)
     group = observed.group
     if group is not None and not group.mfa_checked and any(c.removes_admin_path for c in changes):
         if lockout_ruled_out is not None and lockout_ruled_out(changes):

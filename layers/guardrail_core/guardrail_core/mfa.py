@@ -445,6 +445,26 @@ def judge_mfa_enabled(event: CloudTrailEvent, settings: Settings, verdict: Triag
         return [_permission_finding(event, user, exc, "iam:ListAttachedUserPolicies")]
     manual = (f"aws iam detach-user-policy --user-name {user} --policy-arn {settings.quarantine_policy_arn}")
     if settings.remediation_enabled and verdict.verdict is Verdict.ACT:
+        # Events can arrive late or out of order (a later DeactivateMFADevice first): lift only
+        # when the account shows a device now.
+        try:
+            devices = mfa_devices(iam, user)
+        except ClientError as exc:
+            return [_permission_finding(event, user, exc, "iam:ListMFADevices")]
+        if devices is None:
+            return []
+        if not devices:
+            why = (f"IAM user {user} has no MFA device now (it was removed again, or events arrived out of "
+                   "order): the quarantine is kept")
+            return [Finding.for_event(
+                event, id="mfa-quarantine-kept", severity=Severity.LOW,
+                summary=f"{user} enabled MFA but has no MFA device now: quarantine kept",
+                what_happened=(f"{event.identity.display} called EnableMFADevice for IAM user {user}, but the "
+                               f"account shows no MFA device for {user} now, so the guardrail's MFA-required "
+                               "policy stays attached."),
+                actions=[Action(f"Lift quarantine of {user}", user, Status.SKIPPED, detail=why)],
+                next_steps=enrol_steps(settings, user), links=_links(event, user),
+            )]
         action = detach_quarantine(iam, settings, user)
         serial = event.param("serialNumber")[:256] or "serial not recorded"
         lifted = action.status is Status.SUCCEEDED

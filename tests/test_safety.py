@@ -207,8 +207,8 @@ def test_a_broken_mfa_path_is_rebuilt_before_the_groups_rights_are_removed() -> 
         assert inv.error is None
         assert writes(inv) == ["iam:CreateRole", "iam:AttachRolePolicy", "iam:DetachGroupPolicy"]
         iam = boto3.client("iam")
-        role = iam.get_role(RoleName="admin-mfa")["Role"]
-        assert role["AssumeRolePolicyDocument"]["Statement"][0]["Condition"] == {
+        trust: Any = iam.get_role(RoleName="admin-mfa")["Role"]["AssumeRolePolicyDocument"]
+        assert trust["Statement"][0]["Condition"] == {
             "Bool": {"aws:MultiFactorAuthPresent": "true"}}
         assert [p["PolicyArn"] for p in iam.list_attached_role_policies(RoleName="admin-mfa")["AttachedPolicies"]] \
             == [ADMINISTRATOR_ACCESS]

@@ -268,7 +268,7 @@ def test_replay_json_of_every_event_file(path: Path, capsys: pytest.CaptureFixtu
 def test_replay_remediates_in_the_account_and_notify_mode_does_not(name: str) -> None:
     path = EVENTS_DIR / name
     if not path.is_file():
-        pytest.skip(f"{name} not in events/ yet")
+        pytest.fail(f"{name} is missing from events/")
     event = load_event_file(path)
     mode = {"trail-stopped.json": "TrailMode"}.get(name, "AdminDriftMode")
     for value in ("notify", "remediate", "notify"):  # also: no setting leaks from one account to the next

@@ -152,11 +152,14 @@ def remediation(name: str) -> Remediation:
 
 
 def function_landed(function: str) -> bool:
-    """Whether a detector's code exists yet (they are written in parallel)."""
+    """Whether a detector's code exists. Every one has landed: a missing one is an error, never a quiet skip."""
     folder = {"AdminDriftFunction": "admin_drift", "TrailGuardFunction": "trail_guard", "MfaDriftFunction": "mfa_drift",
               "MfaSweepFunction": "mfa_sweep", "RootActivityFunction": "root_activity",
               "SelfProtectFunction": "self_protect", "SetupFunction": "setup"}[function]
-    return (REPO_ROOT / "functions" / folder / "app.py").is_file()
+    path = REPO_ROOT / "functions" / folder / "app.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the template's {function} has no code")
+    return True
 
 
 # --- faults below botocore's retry handler ---------------------------------------------------

@@ -1,6 +1,6 @@
 """The MFA detector: sign-ins without MFA, MFA removed, grace periods, quarantine and its lifting.
 
-Real CloudTrail records from ../shared/corpus go through the template's own rule patterns and
+Real CloudTrail records from tests/corpus go through the template's own rule patterns and
 through the handler; every AWS call the handler makes is counted.
 """
 

@@ -1,6 +1,6 @@
 """Root activity: root sign-ins and root API calls, through the template's rules and the real handler.
 
-Real records from ../shared/corpus (root console logins with and without MFA, failed ones,
+Real records from tests/corpus (root console logins with and without MFA, failed ones,
 root CreateAccessKey, root MFA changes; and every non-root sign-in) are routed with the
 template's own patterns, then judged by the handler after `retarget` moves them into the
 local account. Every AWS call is counted: a warm root sign-in alert is one sns:Publish.

@@ -6,7 +6,6 @@ import contextlib
 import copy
 import hashlib
 import json
-import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,12 +17,15 @@ from guardrail_cli.template import REPO_ROOT, TEMPLATE_PATH, Stack
 EVENTS_DIR = REPO_ROOT / "events"
 
 
+CORPUS_DIR = REPO_ROOT / "tests" / "corpus"
+
+
 def corpus_dir() -> Path:
-    """../shared/corpus beside the checkout (GUARDRAIL_CORPUS overrides)."""
-    path = Path(os.environ.get("GUARDRAIL_CORPUS", REPO_ROOT.parent / "shared" / "corpus"))
-    if not (path / "index.json").is_file():
-        raise FileNotFoundError(f"CloudTrail corpus not found at {path} (set GUARDRAIL_CORPUS)")
-    return path
+    """The CloudTrail corpus shipped with the repository (tests/corpus; its MANIFEST.md gives
+    each record's source and licence). Nothing outside the checkout is read."""
+    if not (CORPUS_DIR / "index.json").is_file():
+        raise FileNotFoundError(f"CloudTrail corpus missing at {CORPUS_DIR}: the checkout is incomplete")
+    return CORPUS_DIR
 
 
 def corpus_index() -> list[dict[str, Any]]:

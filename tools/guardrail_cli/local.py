@@ -10,6 +10,7 @@ and the benchmark all go through here, so none of them can drift from the templa
 from __future__ import annotations
 
 import contextlib
+import datetime
 import importlib.util
 import io
 import itertools
@@ -266,8 +267,54 @@ def local_aws(region: str = REGION) -> Iterator[None]:
         "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": region, "AWS_REGION": region,
         "MOTO_ACCOUNT_ID": ACCOUNT_ID,
     }
-    with patched_environ(fake), mock_aws(config={"iam": {"load_aws_managed_policies": True}}):
+    with patched_environ(fake), mock_aws(config={"iam": {"load_aws_managed_policies": True}}), \
+            _credential_report_times():
         yield
+
+
+REPORT_REUSE = datetime.timedelta(hours=4)  # IAM reuses a credential report younger than this
+
+
+def report_clock() -> datetime.datetime:
+    """The local account's clock for credential reports (tests with golden output fix it)."""
+    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+
+
+@contextlib.contextmanager
+def _credential_report_times() -> Iterator[None]:
+    """GetCredentialReport's GeneratedTime as IAM gives it: when the report was generated.
+
+    moto answers a constant (2015-02-02T20:02:02Z), which an email would repeat as if it were
+    the report's date. Here GenerateCredentialReport starts a new report (and records the time)
+    unless one younger than 4 hours exists, as IAM does (IAM User Guide, "Getting credential
+    reports for your AWS account").
+    """
+    from moto.iam.models import IAMBackend
+    from moto.iam.responses import IamResponse
+
+    saved = IAMBackend.generate_report, IamResponse.get_credential_report
+
+    def generate_report(self: Any) -> None:
+        now = report_clock()
+        previous = getattr(self, "credential_report_time", None)
+        if not self.credential_report or previous is None or now - previous >= REPORT_REUSE:
+            self.credential_report_time = now
+        self.credential_report = True
+
+    def get_credential_report(self: Any) -> Any:
+        result = saved[1](self)
+        generated = getattr(self.backend, "credential_report_time", None)
+        body = getattr(result, "result", None)
+        if generated is not None and isinstance(body, dict):
+            body["GeneratedTime"] = generated.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return result
+
+    IAMBackend.generate_report = generate_report  # type: ignore[method-assign]
+    IamResponse.get_credential_report = get_credential_report  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        IAMBackend.generate_report, IamResponse.get_credential_report = saved  # type: ignore[method-assign]
 
 
 def deploy_stack_resources(stack: Stack) -> None:

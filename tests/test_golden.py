@@ -1,0 +1,392 @@
+"""Golden emails: every finding kind, in every mode, exactly as the owner receives it.
+
+Each case below builds a local account (moto), makes the change for real, runs the real
+handler on a realistic event with a fixed clock and fixed ids, and renders what was
+published (subject and email text). The result must equal tests/golden/<case>.txt.
+
+Changed an email on purpose? Regenerate, then read the diff as the owner would:
+
+    UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_golden.py -n 0
+    git diff tests/golden/
+
+A case whose golden file is missing fails (never silently created outside UPDATE_GOLDEN).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from guardrail_cli import local
+from guardrail_cli.local import ACCOUNT_ID, Invocation
+from guardrail_cli.testing import EVENTS_DIR, baseline_account, inject_errors, load_event
+from guardrail_core import iam_baseline, mfa, trail_guard
+
+GOLDEN_DIR = Path(__file__).parent / "golden"
+UPDATE = os.environ.get("UPDATE_GOLDEN", "") not in ("", "0")
+NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)  # the guardrail's clock in every case
+ACCOUNT_CREATED = datetime(2026, 10, 1, 8, 0, 0)  # every local user's creation (and password) time
+REPORT_TIME = datetime(2026, 11, 28, 9, 30, 0)  # when the local credential report was generated
+SEPARATOR = "\n" + "=" * 78 + "\n"
+
+PHOEBE = f"arn:aws:iam::{ACCOUNT_ID}:user/phoebe"
+ADMIN = "arn:aws:iam::aws:policy/AdministratorAccess"
+ASSUME = f"arn:aws:iam::{ACCOUNT_ID}:policy/assume-admin-role"
+REMEDIATE = {"AdminDriftMode": "remediate"}
+NOTIFY = {"AdminDriftMode": "notify"}
+KILL = {"AdminDriftMode": "remediate", "KillSwitch": "on"}
+EXEMPT = {"AdminDriftMode": "remediate", "ExemptPrincipalArns": PHOEBE}
+
+
+class _FrozenDatetime(datetime):
+    """datetime whose now() is the golden clock (for modules that call datetime.now directly)."""
+
+    @classmethod
+    def now(cls, tz: Any = None) -> _FrozenDatetime:  # type: ignore[override]
+        moment = NOW if tz is None else NOW.astimezone(tz)
+        return cls.fromtimestamp(moment.timestamp(), tz=moment.tzinfo)
+
+
+@pytest.fixture
+def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mfa, "utc_now", lambda: NOW)
+    monkeypatch.setattr(iam_baseline, "datetime", _FrozenDatetime)
+    monkeypatch.setattr(trail_guard, "datetime", _FrozenDatetime)
+    monkeypatch.setattr(local, "report_clock", lambda: REPORT_TIME)
+
+
+def pin_account_times() -> None:
+    """Every local user (and so its password) created at ACCOUNT_CREATED."""
+    from moto.iam.models import iam_backends
+
+    backend = iam_backends[ACCOUNT_ID]["global"]
+    for user in backend.users.values():
+        user.create_date = ACCOUNT_CREATED
+
+
+def event(name: str, **detail: Any) -> dict[str, Any]:
+    """An event from events/ with its detail fields overridden (ids stay fixed)."""
+    raw = copy.deepcopy(load_event(EVENTS_DIR / f"{name}.json"))
+    raw["detail"].update(detail)
+    return raw
+
+
+def with_identity(raw: dict[str, Any], identity: Mapping[str, Any]) -> dict[str, Any]:
+    raw["detail"]["userIdentity"] = copy.deepcopy(dict(identity))
+    return raw
+
+
+@dataclass
+class Case:
+    """One golden email (or several, when one event yields several alerts)."""
+
+    parameters: dict[str, str]
+    function: str
+    event: Callable[[], Any]
+    prepare: Callable[[Any], None] = lambda iam: None  # changes made before the event (boto3 IAM client)
+    errors: dict[str, str] = field(default_factory=dict)  # AWS errors injected during the handler
+    converge: bool = True  # False: the seed account as it was before the first deploy
+
+
+def iam_client() -> Any:
+    return boto3.client("iam")
+
+
+def _attach_admin(iam: Any) -> None:
+    iam.attach_group_policy(GroupName="administrators", PolicyArn=ADMIN)
+
+
+def _no_member_mfa(iam: Any) -> None:
+    """phoebe (the only member) loses her MFA device: the lockout guard must hold back."""
+    for device in iam.list_mfa_devices(UserName="phoebe")["MFADevices"]:
+        iam.deactivate_mfa_device(UserName="phoebe", SerialNumber=device["SerialNumber"])
+
+
+def _admin_attached_without_member_mfa(iam: Any) -> None:
+    _no_member_mfa(iam)
+    _attach_admin(iam)
+
+
+def _weaken_trust(iam: Any) -> None:
+    doc = json.loads(event("admin-role-mfa-removed")["detail"]["requestParameters"]["policyDocument"])
+    iam.update_assume_role_policy(RoleName="admin-mfa", PolicyDocument=json.dumps(doc))
+
+
+def _lengthen_session(iam: Any) -> None:
+    iam.update_role(RoleName="admin-mfa", MaxSessionDuration=43200)
+
+
+def _rewrite_assume(iam: Any) -> None:
+    doc = event("admin-assume-policy-rewritten")["detail"]["requestParameters"]["policyDocument"]
+    iam.create_policy_version(PolicyArn=ASSUME, PolicyDocument=doc, SetAsDefault=True)
+
+
+def _detach_assume(iam: Any) -> None:
+    iam.detach_group_policy(GroupName="administrators", PolicyArn=ASSUME)
+
+
+def _inline_on_group(iam: Any) -> None:
+    params = event("admin-inline-policy-put-on-group")["detail"]["requestParameters"]
+    iam.put_group_policy(GroupName="administrators", PolicyName=params["policyName"],
+                         PolicyDocument=params["policyDocument"])
+
+
+def _admin_on_bob(iam: Any) -> None:
+    iam.attach_user_policy(UserName="bob", PolicyArn=ADMIN)
+
+
+def _phoebe_mfa_off(iam: Any) -> None:
+    _no_member_mfa(iam)
+
+
+def _bob_joins(iam: Any) -> None:
+    iam.add_user_to_group(GroupName="administrators", UserName="bob")
+
+
+def _bob_quarantined_then_enrols(iam: Any) -> None:
+    policy = f"arn:aws:iam::{ACCOUNT_ID}:policy/account-guardrail-mfa-required"
+    iam.attach_user_policy(UserName="bob", PolicyArn=policy)
+    serial = iam.create_virtual_mfa_device(VirtualMFADeviceName="bob-phone")["VirtualMFADevice"]["SerialNumber"]
+    iam.enable_mfa_device(UserName="bob", SerialNumber=serial, AuthenticationCode1="123456",
+                          AuthenticationCode2="654321")
+
+
+def _bob_quarantined(iam: Any) -> None:
+    iam.attach_user_policy(UserName="bob", PolicyArn=f"arn:aws:iam::{ACCOUNT_ID}:policy/account-guardrail-mfa-required")
+
+
+def _stop_trail(iam: Any) -> None:
+    boto3.client("cloudtrail").stop_logging(Name="management-events")
+
+
+def _narrow_trail(iam: Any) -> None:
+    boto3.client("cloudtrail").put_event_selectors(
+        TrailName="management-events",
+        EventSelectors=[{"ReadWriteType": "ReadOnly", "IncludeManagementEvents": True}])
+
+
+def _refused(raw: dict[str, Any]) -> dict[str, Any]:
+    raw["detail"]["errorCode"] = "AccessDenied"
+    raw["detail"]["errorMessage"] = "User is not authorized to perform this operation"
+    return raw
+
+
+ROOT_SIGNIN_FAILED = {"ConsoleLogin": "Failure"}
+PASSWORD_FAILED = "Failed authentication"
+
+CASES: dict[str, Case] = {
+    # --- admin drift: the admin group -------------------------------------------------------
+    "admin-group-policy-attached.remediate": Case(REMEDIATE, "AdminDriftFunction",
+                                                  lambda: event("admin-policy-attached-to-group"), _attach_admin),
+    "admin-group-policy-attached.notify": Case(NOTIFY, "AdminDriftFunction",
+                                               lambda: event("admin-policy-attached-to-group"), _attach_admin),
+    "admin-group-policy-attached.kill-switch": Case(KILL, "AdminDriftFunction",
+                                                    lambda: event("admin-policy-attached-to-group"), _attach_admin),
+    "admin-group-policy-attached.exempt": Case(EXEMPT, "AdminDriftFunction",
+                                               lambda: event("admin-policy-attached-to-group"), _attach_admin),
+    "admin-group-policy-attached.held-back": Case(
+        REMEDIATE, "AdminDriftFunction",
+        lambda: with_identity(event("admin-policy-attached-to-group"), {
+            "type": "Root", "principalId": ACCOUNT_ID, "arn": f"arn:aws:iam::{ACCOUNT_ID}:root",
+            "accountId": ACCOUNT_ID}),
+        _admin_attached_without_member_mfa),
+    "admin-group-policy-attached.failed": Case(REMEDIATE, "AdminDriftFunction",
+                                               lambda: event("admin-policy-attached-to-group"), _attach_admin,
+                                               errors={"DetachGroupPolicy": "AccessDenied"}),
+    "admin-group-policy-attached.refused": Case(REMEDIATE, "AdminDriftFunction",
+                                                lambda: _refused(event("admin-policy-attached-to-group"))),
+    "admin-group-inline-policy.remediate": Case(REMEDIATE, "AdminDriftFunction",
+                                                lambda: event("admin-inline-policy-put-on-group"), _inline_on_group),
+    "admin-group-assume-policy-detached.remediate": Case(REMEDIATE, "AdminDriftFunction",
+                                                         lambda: event("admin-assume-policy-detached"),
+                                                         _detach_assume),
+    "admin-group-assume-policy-detached.notify": Case(NOTIFY, "AdminDriftFunction",
+                                                      lambda: event("admin-assume-policy-detached"), _detach_assume),
+    # --- admin drift: the role and the assume policy ----------------------------------------
+    "admin-role-trust-weakened.remediate": Case(REMEDIATE, "AdminDriftFunction",
+                                                lambda: event("admin-role-mfa-removed"), _weaken_trust),
+    "admin-role-trust-weakened.notify": Case(NOTIFY, "AdminDriftFunction",
+                                             lambda: event("admin-role-mfa-removed"), _weaken_trust),
+    "admin-role-trust-weakened.kill-switch": Case(KILL, "AdminDriftFunction",
+                                                  lambda: event("admin-role-mfa-removed"), _weaken_trust),
+    "admin-role-session-length.remediate": Case(REMEDIATE, "AdminDriftFunction",
+                                                lambda: event("admin-role-session-lengthened"), _lengthen_session),
+    "admin-role-session-length.notify": Case(NOTIFY, "AdminDriftFunction",
+                                             lambda: event("admin-role-session-lengthened"), _lengthen_session),
+    "assume-policy-rewritten.remediate": Case(REMEDIATE, "AdminDriftFunction",
+                                              lambda: event("admin-assume-policy-rewritten"), _rewrite_assume),
+    "assume-policy-rewritten.failed": Case(REMEDIATE, "AdminDriftFunction",
+                                           lambda: event("admin-assume-policy-rewritten"), _rewrite_assume,
+                                           errors={"CreatePolicyVersion": "AccessDenied"}),
+    # --- admin drift: grants around the role ------------------------------------------------
+    "admin-granted-to-user.reported": Case(REMEDIATE, "AdminDriftFunction",
+                                           lambda: event("admin-policy-attached-to-user"), _admin_on_bob),
+    "admin-granted-to-user.remediate": Case({**REMEDIATE, "DetachOtherAdminGrants": "true"}, "AdminDriftFunction",
+                                            lambda: event("admin-policy-attached-to-user"), _admin_on_bob),
+    "admin-granted-to-user.notify": Case({**NOTIFY, "DetachOtherAdminGrants": "true"}, "AdminDriftFunction",
+                                         lambda: event("admin-policy-attached-to-user"), _admin_on_bob),
+    # --- MFA: sign-ins, devices, group members, quarantine ----------------------------------
+    "console-signin-without-mfa.notify": Case({}, "MfaDriftFunction", lambda: event("signin-iam-user-without-mfa")),
+    "console-signin-without-mfa.quarantine": Case({"MfaMode": "quarantine"}, "MfaDriftFunction",
+                                                  lambda: event("signin-iam-user-without-mfa")),
+    "console-signin-without-mfa.kill-switch": Case({"MfaMode": "quarantine", "KillSwitch": "on"}, "MfaDriftFunction",
+                                                   lambda: event("signin-iam-user-without-mfa")),
+    "console-signin-without-mfa.exempt": Case(
+        {"MfaMode": "quarantine", "ExemptPrincipalArns": f"arn:aws:iam::{ACCOUNT_ID}:user/bob"},
+        "MfaDriftFunction", lambda: event("signin-iam-user-without-mfa")),
+    "console-signin-without-mfa.failed": Case({"MfaMode": "quarantine"}, "MfaDriftFunction",
+                                              lambda: event("signin-iam-user-without-mfa"),
+                                              errors={"AttachUserPolicy": "AccessDenied"}),
+    "mfa-removed.notify": Case({}, "MfaDriftFunction", lambda: event("mfa-device-deactivated"), _phoebe_mfa_off),
+    "mfa-removed.quarantine": Case({"MfaMode": "quarantine"}, "MfaDriftFunction",
+                                   lambda: event("mfa-device-deactivated"), _phoebe_mfa_off),
+    "mfa-check-failed.notify": Case({}, "MfaDriftFunction", lambda: event("mfa-device-deactivated"), _phoebe_mfa_off,
+                                    errors={"ListMFADevices": "AccessDenied"}),
+    "mfa-removed.refused": Case({}, "MfaDriftFunction", lambda: _refused(event("mfa-device-deactivated"))),
+    "mfa-grace-started.notify": Case({}, "MfaDriftFunction", lambda: event("mfa-admin-group-member-added"),
+                                     _bob_joins),
+    "user-without-mfa.quarantine-no-grace": Case({"MfaMode": "quarantine", "MfaGraceHours": "0"}, "MfaDriftFunction",
+                                                 lambda: event("mfa-admin-group-member-added"), _bob_joins),
+    "mfa-quarantine-lifted.quarantine": Case({"MfaMode": "quarantine"}, "MfaDriftFunction",
+                                             lambda: event("mfa-device-enabled"), _bob_quarantined_then_enrols),
+    "mfa-quarantine-kept.quarantine": Case({"MfaMode": "quarantine"}, "MfaDriftFunction",
+                                           lambda: event("mfa-device-enabled"), _bob_quarantined),
+    "mfa-quarantine-still-attached.notify": Case({}, "MfaDriftFunction", lambda: event("mfa-device-enabled"),
+                                                 _bob_quarantined_then_enrols),
+    # --- the daily MFA sweep ------------------------------------------------------------------
+    "mfa-sweep.notify": Case({}, "MfaSweepFunction", lambda: load_event(EVENTS_DIR / "mfa-sweep-scheduled.json")),
+    "mfa-sweep.quarantine": Case({"MfaMode": "quarantine"}, "MfaSweepFunction",
+                                 lambda: load_event(EVENTS_DIR / "mfa-sweep-scheduled.json")),
+    "mfa-sweep.kill-switch": Case({"MfaMode": "quarantine", "KillSwitch": "on"}, "MfaSweepFunction",
+                                  lambda: load_event(EVENTS_DIR / "mfa-sweep-scheduled.json")),
+    "mfa-sweep-failed.notify": Case({}, "MfaSweepFunction",
+                                    lambda: load_event(EVENTS_DIR / "mfa-sweep-scheduled.json"),
+                                    errors={"GenerateCredentialReport": "AccessDenied"}),
+    # --- root activity (notify only, whatever the modes) ------------------------------------
+    "root-console-signin.without-mfa": Case({}, "RootActivityFunction", lambda: event("root-console-signin")),
+    "root-console-signin.with-mfa": Case({}, "RootActivityFunction", lambda: event(
+        "root-console-signin", additionalEventData={"LoginTo": "https://console.aws.amazon.com/console/home",
+                                                    "MobileVersion": "No", "MFAUsed": "Yes"})),
+    "root-console-signin-failed.wrong-password": Case({}, "RootActivityFunction", lambda: event(
+        "root-console-signin", responseElements=ROOT_SIGNIN_FAILED, errorMessage=PASSWORD_FAILED,
+        additionalEventData={"LoginTo": "https://console.aws.amazon.com/console/home", "MobileVersion": "No",
+                             "MFAUsed": "No"})),
+    "root-access-key-created.notify": Case({}, "RootActivityFunction", lambda: event("root-access-key-created")),
+    "root-api-call.notify": Case({}, "RootActivityFunction", lambda: event(
+        "root-access-key-created", eventName="PutBucketPolicy", eventSource="s3.amazonaws.com",
+        requestParameters={"bucketName": "example-bucket"}, responseElements=None)),
+    "root-api-call-failed.notify": Case({}, "RootActivityFunction", lambda: _refused(event(
+        "root-access-key-created", responseElements=None))),
+    "root-mfa-removed.notify": Case({}, "RootActivityFunction", lambda: event(
+        "root-access-key-created", eventName="DeactivateMFADevice", responseElements=None,
+        requestParameters={"userName": "AWS ROOT USER",
+                           "serialNumber": f"arn:aws:iam::{ACCOUNT_ID}:mfa/root-account-mfa-device"})),
+    "root-password.changed": Case({}, "RootActivityFunction", lambda: event(
+        "root-console-signin", eventName="PasswordUpdated", responseElements={"PasswordUpdated": "Success"},
+        additionalEventData={})),
+    # --- the audit trail ------------------------------------------------------------------------
+    "trail-stopped.remediate": Case({}, "TrailGuardFunction", lambda: event("trail-stopped"), _stop_trail),
+    "trail-stopped.notify": Case({"TrailMode": "notify"}, "TrailGuardFunction", lambda: event("trail-stopped"),
+                                 _stop_trail),
+    "trail-stopped.kill-switch": Case({"KillSwitch": "on"}, "TrailGuardFunction", lambda: event("trail-stopped"),
+                                      _stop_trail),
+    "trail-stopped.failed": Case({}, "TrailGuardFunction", lambda: event("trail-stopped"), _stop_trail,
+                                 errors={"StartLogging": "AccessDenied"}),
+    "trail-stopped.restarted-already": Case({}, "TrailGuardFunction", lambda: event("trail-stopped")),
+    "trail-selectors-narrowed.notify": Case({}, "TrailGuardFunction", lambda: event("trail-event-selectors-narrowed"),
+                                            _narrow_trail),
+    # --- self-protection -----------------------------------------------------------------------
+    "guardrail-tampered.rule-disabled": Case({}, "SelfProtectFunction", lambda: event("tamper-rule-disabled")),
+    "guardrail-tampered.function-changed": Case({}, "SelfProtectFunction",
+                                                lambda: event("tamper-function-config-changed")),
+    "guardrail-tamper-attempt.refused": Case({}, "SelfProtectFunction",
+                                             lambda: _refused(event("tamper-rule-disabled"))),
+    # --- setup (every deploy) --------------------------------------------------------------------
+    "baseline-setup.first-deploy": Case({}, "SetupFunction", dict, converge=False),
+    "baseline-setup.held-back": Case({}, "SetupFunction", dict, _no_member_mfa, converge=False),
+    "baseline-setup.failed": Case({}, "SetupFunction", dict, converge=False, errors={"CreateRole": "AccessDenied"}),
+    # --- the guardrail itself ------------------------------------------------------------------
+    "guardrail-permission-missing.admin-drift": Case(REMEDIATE, "AdminDriftFunction",
+                                                     lambda: event("admin-policy-attached-to-group"), _attach_admin,
+                                                     errors={"ListAttachedGroupPolicies": "AccessDenied",
+                                                             "GetGroup": "AccessDenied"}),
+}
+
+
+# --- rendering and comparing ----------------------------------------------------------------------
+
+
+def published(inv: Invocation) -> list[dict[str, Any]]:
+    """Every sns:Publish the invocation made, as sent (Subject, MessageStructure, Message)."""
+    return [dict(c.params) for c in inv.calls if c.name == "sns:Publish"]
+
+
+def render(messages: list[dict[str, Any]]) -> str:
+    """What the owner's mailbox shows: subject, then the email text, per message."""
+    if not messages:
+        return "(no alert)\n"
+    parts = []
+    for message in messages:
+        body = message.get("Message", "")
+        if message.get("MessageStructure") == "json":
+            body = json.loads(body)["email"]
+        parts.append(f"Subject: {message.get('Subject', '')}\n\n{body}\n")
+    return SEPARATOR.join(parts)
+
+
+def run_case(case: Case) -> list[dict[str, Any]]:
+    """Run one case on a fresh baseline account; the SNS messages it published."""
+    with baseline_account(case.parameters, converge=case.converge) as local:
+        case.prepare(iam_client())
+        pin_account_times()
+        raw = case.event()
+        if case.errors:
+            with inject_errors(case.errors):
+                inv = local.invoke(case.function, raw)
+        else:
+            inv = local.invoke(case.function, raw)
+    assert inv.error is None or "AlertDeliveryError" not in (inv.error or ""), inv.logs
+    return published(inv)
+
+
+_cache: dict[str, list[dict[str, Any]]] = {}
+
+
+def case_messages(name: str) -> list[dict[str, Any]]:
+    """The messages a case publishes (computed once per test process)."""
+    if name not in _cache:
+        _cache[name] = run_case(CASES[name])
+    return _cache[name]
+
+
+@pytest.fixture
+def messages_of(frozen_clock: None) -> Iterator[Callable[[str], list[dict[str, Any]]]]:
+    yield case_messages
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_golden_email(name: str, messages_of: Callable[[str], list[dict[str, Any]]]) -> None:
+    text = render(messages_of(name))
+    path = GOLDEN_DIR / f"{name}.txt"
+    if UPDATE:
+        GOLDEN_DIR.mkdir(exist_ok=True)
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+        return
+    assert path.exists(), f"no golden file for {name}: run UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_golden.py"
+    assert text == path.read_text(), f"{name}: the email changed; if on purpose, regenerate (see the module docstring)"
+
+
+def test_every_golden_file_has_a_case() -> None:
+    """A golden file nobody renders any more is stale: delete it (or restore its case)."""
+    stale = sorted(p.stem for p in GOLDEN_DIR.glob("*.txt") if p.stem not in CASES)
+    assert not stale, f"golden files without a case: {stale}"

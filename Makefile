@@ -67,14 +67,24 @@ BENCH_VENV := .venv-bench
 BENCH_PINS := boto3|botocore|aws_lambda_powertools|jmespath|s3transfer|urllib3|python-dateutil|six|typing_extensions|aws-xray-sdk|wrapt
 BENCH_EXTRA := pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
 
+# Cloud Custodian (c7n pins its own boto3) runs the same events in the same run: bench/custodian.py.
+C7N_VENV := .venv-c7n
+
+$(C7N_VENV)/.installed: requirements-c7n.txt
+	@echo "installing Cloud Custodian and moto into $(C7N_VENV) for the side-by-side (first run only, about 30 s)"
+	@test -x $(C7N_VENV)/bin/python || $(PYTHON) -m venv $(C7N_VENV)
+	$(C7N_VENV)/bin/pip install $(PIP_FLAGS) -r requirements-c7n.txt
+	@touch $@
+
 $(BENCH_VENV)/.installed: requirements-dev.txt
 	@test -x $(BENCH_VENV)/bin/python || $(PYTHON313) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install $(PIP_FLAGS) $$(grep -iE '^($(BENCH_PINS))==' requirements-dev.txt) $(BENCH_EXTRA)
 	@touch $@
 
-bench: $(BIN)/guardrail $(SAM_VENV)/bin/sam $(BENCH_VENV)/.installed  ## benchmarks with budgets (exit 1 when one is broken)
+bench: $(BIN)/guardrail $(SAM_VENV)/bin/sam $(BENCH_VENV)/.installed $(C7N_VENV)/.installed  ## benchmarks with budgets, side by side with Cloud Custodian (exit 1 when one is broken)
 	$(SAM_VENV)/bin/sam build --template template.yaml > /dev/null
-	$(BIN)/python bench/run.py --cold-python $(BENCH_VENV)/bin/python
+	GUARDRAIL_C7N_PYTHON=$(C7N_VENV)/bin/python $(BIN)/pytest -n 0 -q -p no:cacheprovider tests/test_bench.py -k custodian
+	$(BIN)/python bench/run.py --cold-python $(BENCH_VENV)/bin/python --custodian-python $(C7N_VENV)/bin/python
 
 clean:  ## remove virtualenvs and build output
-	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) $(BENCH_VENV) .aws-sam .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) $(BENCH_VENV) $(C7N_VENV) .aws-sam .mypy_cache .ruff_cache

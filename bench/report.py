@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-# --- budgets (issue 8); change one only with a note in the README's Performance section ----
-MAX_CALLS = 5  # per scenario, every function it triggers, idempotency records excluded
+# --- budgets; change one only with a note in the README's Performance section ----------------
 ADMIN_SCENARIO = "admin-policy-attached-to-group.json"
-ADMIN_MAX_IAM = 2
 ROOT_SCENARIO = "root-console-signin.json"
 ROOT_MAX_IAM = 0
 ALERTS_PER_EVENT = 1  # both named scenarios: exactly one email
@@ -25,6 +23,16 @@ MEMORY_HEADROOM = 1.5  # MemorySize must be >= 1.5 x the estimated peak
 LAMBDA_MIN_MB = 128
 MEMORY_STEP_MB = 64  # recommend round sizes
 
+# Time to fix (issue 16), at LATENCY_MS per AWS call, DynamoDB included.
+LATENCY_MS = 25.0
+ADMIN_FIX_MAX_RATIO = 1.0  # admin group restored no later than Cloud Custodian restores it, same run
+ADMIN_TOTAL_MAX_RATIO = 1.2  # whole invocation, lockout guard and alert included
+# Sequential round trips before the remediation write (or, where the guardrail only alerts,
+# before the alert), per event file; DEFAULT_ROUNDS for any file not named here.
+DEFAULT_ROUNDS = 3
+ROUNDS: dict[str, int] = {
+    ADMIN_SCENARIO: 3,
+}
 
 class _Call(Protocol):
     @property
@@ -123,6 +131,9 @@ class Results:
     packages: list[dict[str, Any]] = field(default_factory=list)  # name, kb, source
     sweep: list[dict[str, Any]] = field(default_factory=list)  # users, flagged, calls..., ms
     memory: dict[str, Any] = field(default_factory=dict)
+    latency_ms: float = LATENCY_MS
+    latency: list[LatencyRow] = field(default_factory=list)  # ours and Cloud Custodian's, per event file
+    custodian_version: str = ""
     checks: list[Check] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -163,29 +174,28 @@ def scenario_totals(rows: Iterable[ScenarioRow]) -> dict[str, CallCounts]:
 
 
 def check_calls(rows: Sequence[ScenarioRow]) -> list[Check]:
-    """The per-event call budgets; a named scenario that did not run is n/a, not a pass."""
+    """The call budgets that stay counts: each named event sends exactly one alert, and the root
+    sign-in alert makes no IAM call when warm. (How long the account stays open is judged by
+    round trips in line, `check_latency`, not by the number of calls.) A named scenario that
+    did not run is n/a, not a pass."""
     totals = scenario_totals(rows)
     checks = []
-    named = ((ADMIN_SCENARIO, ADMIN_MAX_IAM, "restore the admin group"),
+    named = ((ADMIN_SCENARIO, None, "restore the admin group"),
              (ROOT_SCENARIO, ROOT_MAX_IAM, "root sign-in alert (warm)"))
     for scenario, max_iam, what in named:
-        limit = f"<= {max_iam} IAM + {ALERTS_PER_EVENT} publish" if max_iam else f"0 IAM + {ALERTS_PER_EVENT} publish"
+        limit = (f"{max_iam} IAM + " if max_iam is not None else "") + f"{ALERTS_PER_EVENT} publish"
         counts = totals.get(scenario)
         if counts is None:
             why = next((r.status for r in rows if r.scenario == scenario), "events/" + scenario + " missing")
             checks.append(Check(f"{what}: calls", limit, "n/a", None, why))
             continue
         excess = []
-        if counts.iam > max_iam:
+        if max_iam is not None and counts.iam > max_iam:
             excess.append(f"{counts.iam - max_iam} IAM call(s) over")
         if counts.publish != ALERTS_PER_EVENT:
             excess.append(f"{counts.publish} publishes instead of {ALERTS_PER_EVENT}")
         checks.append(Check(f"{what}: calls", limit, f"{counts.iam} IAM + {counts.publish} publish",
                             not excess, "; ".join(excess)))
-    for scenario, counts in sorted(totals.items()):
-        over = counts.total - MAX_CALLS
-        checks.append(Check(f"{scenario}: calls", f"<= {MAX_CALLS} (no idempotency)", str(counts.total),
-                            over <= 0, f"{over} over" if over > 0 else ""))
     return checks
 
 
@@ -206,6 +216,152 @@ def recommend_memory(peak_mb: float, headroom: float = MEMORY_HEADROOM) -> int:
     """The smallest round MemorySize (MB) that holds the peak with the given headroom."""
     need = peak_mb * headroom
     return max(LAMBDA_MIN_MB, math.ceil(need / MEMORY_STEP_MB) * MEMORY_STEP_MB)
+
+
+# --- time to fix: call timelines -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Span:
+    """One AWS call on the invocation's clock (ms from the handler's start)."""
+
+    name: str  # "iam:DetachGroupPolicy"
+    kind: str  # read | write | publish | idempotency (recorder.Call.kind)
+    started: float
+    ended: float
+
+    @classmethod
+    def of(cls, call: Any, origin: float) -> Span:
+        """From a recorder.Call (perf_counter seconds), relative to `origin` (seconds)."""
+        return cls(call.name, call.kind, (call.started - origin) * 1000, (call.ended - origin) * 1000)
+
+
+def critical_path(spans: Iterable[Span], before: float) -> int:
+    """Round trips that had to happen one after another before the moment `before` (ms).
+
+    The longest chain of calls c1, c2, ..., ck in which each ends before the next starts and
+    ck ends by `before`: calls that overlap in time (made concurrently) count once, calls
+    made in a line count each. Interval scheduling by end time; O(n^2), n is small."""
+    done = sorted((s for s in spans if s.ended <= before), key=lambda s: (s.ended, s.started))
+    depth: list[tuple[float, int]] = []  # (end, longest chain ending with that call)
+    for span in done:
+        longest = max((d for end, d in depth if end <= span.started), default=0)
+        depth.append((span.ended, longest + 1))
+    return max((d for _, d in depth), default=0)
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """One invocation at a fixed latency per call: what the owner's account pays.
+
+    `fix_ms`: when the remediation write (the first call that changes the account, idempotency
+    records and the alert excepted) had returned: the account is closed. `alert_ms`: when the
+    first publish had returned. `rounds`: sequential round trips before the write began
+    (before the alert, when nothing is written)."""
+
+    calls: int  # every call, idempotency records included
+    rounds: int
+    fix_ms: float | None
+    alert_ms: float | None
+    total_ms: float
+    write: str | None  # the remediation write's name
+
+    @classmethod
+    def of(cls, spans: Sequence[Span], total_ms: float) -> Timeline:
+        ordered = sorted(spans, key=lambda s: s.started)
+        write = next((s for s in ordered if s.kind == "write"), None)
+        alert = next((s for s in ordered if s.kind == "publish"), None)
+        decisive = write or alert
+        return cls(len(ordered), critical_path(ordered, decisive.started) if decisive else 0,
+                   write.ended if write else None, alert.ended if alert else None, total_ms,
+                   write.name if write else None)
+
+
+@dataclass
+class LatencyRow:
+    """One function (or Cloud Custodian's policy) for one event file, over several runs."""
+
+    scenario: str
+    who: str  # a function's logical id, or "Cloud Custodian"
+    status: str = "ok"
+    runs: list[Timeline] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def measured(self) -> bool:
+        return self.status == "ok" and bool(self.runs)
+
+    @property
+    def calls(self) -> int | None:
+        return max(r.calls for r in self.runs) if self.runs else None
+
+    @property
+    def rounds(self) -> int | None:
+        """The worst run's (a thread scheduled late shows as one more round)."""
+        return max(r.rounds for r in self.runs) if self.runs else None
+
+    def _median(self, values: Iterable[float | None]) -> float | None:
+        present = [v for v in values if v is not None]
+        return median(present) if len(present) == len(self.runs) and present else None
+
+    @property
+    def fix_ms(self) -> float | None:
+        return self._median(r.fix_ms for r in self.runs)
+
+    @property
+    def alert_ms(self) -> float | None:
+        return self._median(r.alert_ms for r in self.runs)
+
+    @property
+    def total_ms(self) -> float | None:
+        return self._median(r.total_ms for r in self.runs)
+
+    @property
+    def writes(self) -> bool:
+        return any(r.write for r in self.runs)
+
+
+def paired_ratio(ours: Sequence[float | None], theirs: Sequence[float | None]) -> float | None:
+    """Median of run-by-run ratios (runs interleaved, so load from elsewhere hits both alike)."""
+    pairs = [a / b for a, b in zip(ours, theirs, strict=False) if a is not None and b]
+    return median(pairs)
+
+
+def check_latency(rows: Sequence[LatencyRow]) -> list[Check]:
+    """Round trips in line before each scenario's fix (or alert), and the admin group's
+    restore against Cloud Custodian's, run by run."""
+    checks: list[Check] = []
+    ours = [r for r in rows if r.who != CUSTODIAN]
+    for row in ours:
+        budget = ROUNDS.get(row.scenario, DEFAULT_ROUNDS)
+        before = "the write" if row.writes else "the alert"
+        name = f"{row.scenario} ({row.who}): rounds before {before}"
+        if not row.measured or row.rounds is None:
+            checks.append(Check(name, f"<= {budget}", "n/a", None if row.status.startswith("n/a") else False,
+                                row.status))
+            continue
+        checks.append(Check(name, f"<= {budget}", str(row.rounds), row.rounds <= budget,
+                            f"{row.rounds - budget} over" if row.rounds > budget else ""))
+    admin = [r for r in ours if r.scenario == ADMIN_SCENARIO and r.measured and r.writes]
+    custodian = next((r for r in rows if r.who == CUSTODIAN and r.scenario == ADMIN_SCENARIO), None)
+    measures: tuple[tuple[str, float, Callable[[Timeline], float | None]], ...] = (
+        ("time to fix", ADMIN_FIX_MAX_RATIO, lambda t: t.fix_ms),
+        ("whole invocation", ADMIN_TOTAL_MAX_RATIO, lambda t: t.total_ms))
+    for what, limit, pick in measures:
+        name = f"restore the admin group: {what} x Cloud Custodian"
+        if custodian is None:  # bench/run.py --no-custodian
+            checks.append(Check(name, f"<= {limit:.2f}x", "n/a", None, "Cloud Custodian not run"))
+            continue
+        if not admin or not custodian.measured:  # a side that ran and failed fails the budget
+            why = custodian.status if not custodian.measured else "the guardrail wrote nothing"
+            checks.append(Check(name, f"<= {limit:.2f}x", "n/a", False, why))
+            continue
+        value = paired_ratio([pick(t) for t in admin[0].runs], [pick(t) for t in custodian.runs])
+        checks.append(check_max(name, value, limit, "x"))
+    return checks
+
+
+CUSTODIAN = "Cloud Custodian"
 
 
 # --- rendering --------------------------------------------------------------------------
@@ -247,6 +403,8 @@ def _x(value: float | None) -> str | None:
 def render(results: Results, command: str = "make bench") -> str:
     """The one report `make bench` prints: a table per measurement, then every budget."""
     out: list[str] = [f"account-guardrail benchmark ({command}, moto in-process, {results.seconds:.0f} s)", ""]
+    if results.latency:
+        out += [render_latency(results), ""]
 
     out.append(f"1-2. AWS calls per event (warm container) and warm handler CPU time, median, as a ratio to "
                f"one bare sns.publish ({_cell(results.publish_ms)} ms)")
@@ -302,6 +460,49 @@ def render(results: Results, command: str = "make bench") -> str:
     out.append("")
     out.append(f"{len(broken)} budget(s) broken" if broken else "all measured budgets met")
     return "\n".join(out)
+
+
+def latency_table(results: Results) -> list[list[Any]]:
+    """Per event file: a line per function it reaches, then Cloud Custodian's line (ratios are
+    ours / Custodian's, against the function that wrote, else the first)."""
+    theirs = {r.scenario: r for r in results.latency if r.who == CUSTODIAN}
+    ours: dict[str, list[LatencyRow]] = {}
+    for row in results.latency:
+        if row.who != CUSTODIAN:
+            ours.setdefault(row.scenario, []).append(row)
+    lines: list[list[Any]] = []
+    for scenario, mine in ours.items():
+        lines += [_latency_line(row, None) for row in mine]
+        if scenario in theirs:
+            main = next((r for r in mine if r.writes), mine[0])
+            lines.append(_latency_line(theirs[scenario], main))
+    return lines
+
+
+def _latency_line(row: LatencyRow, ours: LatencyRow | None) -> list[Any]:
+    def versus(pick: Callable[[Timeline], float | None]) -> str | None:  # ours / theirs, on Custodian's line
+        if ours is None or not row.measured or not ours.measured:
+            return None
+        return _x(paired_ratio([pick(t) for t in ours.runs], [pick(t) for t in row.runs]))
+
+    if not row.measured:
+        return [row.scenario if ours is None else "", row.who, None, None, None, None, None, None, None, None,
+                row.status]
+    return [row.scenario if ours is None else "", row.who, row.calls, row.rounds, row.fix_ms, row.alert_ms,
+            row.total_ms, versus(lambda t: t.fix_ms), versus(lambda t: t.alert_ms), versus(lambda t: t.total_ms),
+            row.note]
+
+
+def render_latency(results: Results) -> str:
+    runs = max((len(r.runs) for r in results.latency), default=0)
+    head = (f"0. Time to fix at {results.latency_ms:g} ms per AWS call (DynamoDB included), median of {runs} "
+            f"warm runs; Cloud Custodian {results.custodian_version or '(not run)'} in cloudtrail mode on the same "
+            "events, runs interleaved. rounds: sequential round trips before the remediation write (before the "
+            "alert where nothing is written); fix/alert/total: ms from the handler's start to the write's "
+            "answer, the first publish's answer, the return; ours/c7n: run-by-run ratio")
+    table = render_table(["scenario", "who", "calls", "rounds", "fix ms", "alert ms", "total ms",
+                          "fix ours/c7n", "alert ours/c7n", "total ours/c7n", "note"], latency_table(results))
+    return head + "\n" + table
 
 
 def summarize_outcome(result: Any) -> str:

@@ -28,6 +28,7 @@ One run, one report (stdout, and bench/results.json), exit 1 when a budget is br
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -53,14 +54,20 @@ if str(REPO) not in sys.path:  # `python bench/run.py` puts bench/ first, not th
 
 from bench.report import (  # noqa: E402
     COLD_START_MAX_RATIO,
+    CUSTODIAN,
+    LATENCY_MS,
     MEMORY_HEADROOM,
     PACKAGE_MAX_KB,
     STATE_NOTES,
     CallCounts,
     Check,
+    LatencyRow,
     Results,
     ScenarioRow,
+    Span,
+    Timeline,
     check_calls,
+    check_latency,
     check_max,
     median,
     recommend_memory,
@@ -69,8 +76,8 @@ from bench.report import (  # noqa: E402
     sweep_limit,
 )
 from guardrail_cli.apply import APPLIED, FAILED, Applied, apply_recorded_call  # noqa: E402
-from guardrail_cli.local import ACCOUNT_ID, REGION, LocalGuardrail  # noqa: E402
-from guardrail_cli.recorder import record_calls  # noqa: E402
+from guardrail_cli.local import ACCOUNT_ID, REGION, Invocation, LocalGuardrail  # noqa: E402
+from guardrail_cli.recorder import record_calls, simulated_latency  # noqa: E402
 from guardrail_cli.replay import InputError, load_event_file  # noqa: E402
 from guardrail_cli.template import Function, Stack  # noqa: E402
 from guardrail_cli.testing import EVENTS_DIR, baseline_account  # noqa: E402
@@ -124,32 +131,104 @@ def state_of(applied: Sequence[Applied | None]) -> str:
     return "drift" if all(a is not None and a.status == APPLIED for a in applied) else "as-left"
 
 
+class Custodian:
+    """Cloud Custodian's policies in their own interpreter (bench/custodian.py in .venv-c7n),
+    driven one run at a time so that its runs interleave with the guardrail's."""
+
+    def __init__(self, python: str) -> None:
+        self.log = tempfile.NamedTemporaryFile(prefix="bench-c7n-", suffix=".log", delete=False)  # noqa: SIM115
+        self.child = subprocess.Popen([python, str(REPO / "bench" / "custodian.py")], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=self.log, text=True, cwd=REPO)
+        self.version = ""
+
+    def request(self, **request: Any) -> dict[str, Any]:
+        assert self.child.stdin is not None and self.child.stdout is not None
+        self.child.stdin.write(json.dumps(request) + "\n")
+        self.child.stdin.flush()
+        line = self.child.stdout.readline()
+        if not line:
+            return {"ok": False, "error": f"Custodian's process ended: {self.log_tail()}"}
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+    def log_tail(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")[-300:].replace("\n", " | ")
+
+    def open(self, scenario: str) -> LatencyRow | None:
+        """Custodian's row for this event file, or None when it has no equivalent policy."""
+        reply = self.request(op="open", scenario=scenario)
+        if reply.get("error") == "no Custodian equivalent":
+            return None
+        self.version = str(reply.get("version", self.version))
+        status = "ok" if reply.get("ok") else f"error: {reply.get('error')}"
+        return LatencyRow(scenario, CUSTODIAN, status, note=str(reply.get("does", "")))
+
+    def run(self, row: LatencyRow, latency: float) -> None:
+        if row.status != "ok":
+            return
+        reply = self.request(op="run", latency=latency)
+        if not reply.get("ok"):
+            row.status = f"error: {reply.get('error')}"
+            row.runs.clear()
+            return
+        spans = [Span(name, kind, start, end) for name, kind, start, end in reply["calls"]]
+        row.runs.append(Timeline.of(spans, float(reply["total_ms"])))
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.request(op="close")
+        if self.child.stdin is not None:
+            self.child.stdin.close()
+        self.child.wait(timeout=30)
+        self.log.close()
+        Path(self.log.name).unlink(missing_ok=True)
+
+
+def timeline_of(invocation: Invocation) -> Timeline:
+    spans = [Span.of(call, invocation.started) for call in invocation.calls]
+    return Timeline.of(spans, (invocation.ended - invocation.started) * 1000)
+
+
 def measure_function(g: LocalGuardrail, function_id: str, scenario: str, event: Mapping[str, Any],
-                     reps: int) -> ScenarioRow:
-    """Cold invocation, warm invocation (counted), then `reps` timed warm invocations."""
+                     reps: int, latency: float, custodian: Custodian | None = None,
+                     ) -> tuple[ScenarioRow, LatencyRow, LatencyRow | None]:
+    """Cold invocation, warm invocation (counted), then `reps` timed warm invocations at `latency`
+    seconds per AWS call, each followed by a run of Custodian's policy for the same event."""
     account = g.stack.account_id
+    theirs = custodian.open(scenario) if custodian is not None else None
+    timed = LatencyRow(scenario, function_id)
+
+    def failed(status: str) -> tuple[ScenarioRow, LatencyRow, LatencyRow | None]:
+        timed.status = status
+        return ScenarioRow(scenario, function_id, status), timed, theirs
+
     applied = [apply_recorded_call(event, account)]
     cold = g.invoke(function_id, fresh(event))
     if cold.error:
-        return ScenarioRow(scenario, function_id, f"error: {cold.error[:100]}")
+        return failed(f"error: {cold.error[:100]}")
     applied.append(apply_recorded_call(event, account))
     warm = g.invoke(function_id, fresh(event))
     if warm.error:
-        return ScenarioRow(scenario, function_id, f"error (warm): {warm.error[:100]}")
+        return failed(f"error (warm): {warm.error[:100]}")
     warm_counts = CallCounts.of(warm.calls)
     times = []
     for _ in range(reps):
         applied.append(apply_recorded_call(event, account))
         delivery = fresh(event)
-        started = time.process_time()  # CPU: moto runs in this process; other processes' load does not count
-        run = g.invoke(function_id, delivery)
-        times.append((time.process_time() - started) * 1000)
+        with simulated_latency(latency):
+            started = time.process_time()  # CPU: moto runs in this process; other processes' load does not count
+            run = g.invoke(function_id, delivery)
+            times.append((time.process_time() - started) * 1000)
         if run.error:
-            return ScenarioRow(scenario, function_id, f"error (timed run): {run.error[:100]}")
-    return ScenarioRow(scenario, function_id, "ok", warm=warm_counts,
-                       cold_extra=CallCounts.of(cold.calls).total - warm_counts.total,
-                       median_ms=median(times), runs=len(times), state=state_of(applied),
-                       outcome=summarize_outcome(warm.result))
+            return failed(f"error (timed run): {run.error[:100]}")
+        timed.runs.append(timeline_of(run))
+        if custodian is not None and theirs is not None:
+            custodian.run(theirs, latency)
+    timed.note = summarize_outcome(warm.result)
+    return (ScenarioRow(scenario, function_id, "ok", warm=warm_counts,
+                        cold_extra=CallCounts.of(cold.calls).total - warm_counts.total,
+                        median_ms=median(times), runs=len(times), state=state_of(applied),
+                        outcome=summarize_outcome(warm.result)), timed, theirs)
 
 
 def load_scenarios() -> list[tuple[str, dict[str, Any] | str]]:
@@ -163,12 +242,14 @@ def load_scenarios() -> list[tuple[str, dict[str, Any] | str]]:
     return out
 
 
-def run_scenarios(reps: int) -> list[ScenarioRow]:
+def run_scenarios(reps: int, latency: float, custodian: Custodian | None,
+                  ) -> tuple[list[ScenarioRow], list[LatencyRow]]:
     router = LocalGuardrail()
     rows: list[ScenarioRow] = []
+    timed: list[LatencyRow] = []
     scenarios = load_scenarios()
     if not scenarios:
-        return [ScenarioRow("events/*.json", "-", "n/a: no event files yet")]
+        return [ScenarioRow("events/*.json", "-", "n/a: no event files yet")], timed
     for name, event in scenarios:
         if isinstance(event, str):
             rows.append(ScenarioRow(name, "-", event))
@@ -176,13 +257,21 @@ def run_scenarios(reps: int) -> list[ScenarioRow]:
         functions = targets(router, event)
         if not functions:
             rows.append(ScenarioRow(name, "-", "no rule matched (nothing runs)"))
-        for function_id in functions:
+        theirs: LatencyRow | None = None
+        for index, function_id in enumerate(functions):
             if not has_code(router.functions.get(function_id)):
                 rows.append(ScenarioRow(name, function_id, f"n/a: functions/ has no code for {function_id} yet"))
+                timed.append(LatencyRow(name, function_id, f"n/a: no code for {function_id} yet"))
                 continue
             with baseline_account() as g:  # each function its own account: EventBridge fans out in parallel
-                rows.append(measure_function(g, function_id, name, event, reps))
-    return rows
+                row, mine, custodian_row = measure_function(g, function_id, name, event, reps, latency,
+                                                            custodian if index == 0 else None)
+            rows.append(row)
+            timed.append(mine)
+            theirs = theirs or custodian_row
+        if theirs is not None:
+            timed.append(theirs)
+    return rows, timed
 
 
 def bare_publish_ms(samples: int = 50) -> list[float]:
@@ -604,15 +693,23 @@ def quiet() -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module=r"aws_lambda_powertools\.")
 
 
-def run(reps: int, cold_runs: int, sweep_sizes: Sequence[int], memory_sweep: int, cold_python: str) -> Results:
+def run(reps: int, cold_runs: int, sweep_sizes: Sequence[int], memory_sweep: int, cold_python: str,
+        latency_ms: float = LATENCY_MS, custodian_python: str | None = None) -> Results:
     started = time.perf_counter()
-    results = Results()
+    results = Results(latency_ms=latency_ms)
     stack = Stack(account_id=ACCOUNT_ID, region=REGION)
     publish_times: list[float] = []
     with step("bare sns.publish"):
         publish_times += bare_publish_ms()
-    with step(f"scenarios ({reps} timed runs each)"), polls_counted():
-        results.scenarios = run_scenarios(reps)
+    custodian = Custodian(custodian_python) if custodian_python else None
+    with step(f"scenarios ({reps} timed runs each at {latency_ms:g} ms per call"
+              f"{', with Cloud Custodian' if custodian else ''})"), polls_counted():
+        try:
+            results.scenarios, results.latency = run_scenarios(reps, latency_ms / 1000, custodian)
+        finally:
+            if custodian is not None:
+                results.custodian_version = custodian.version
+                custodian.close()
     with step("bare sns.publish again"):
         publish_times += bare_publish_ms()
     results.publish_ms = median(publish_times)
@@ -627,7 +724,7 @@ def run(reps: int, cold_runs: int, sweep_sizes: Sequence[int], memory_sweep: int
     with step("memory probes"):
         results.memory, memory_check = memory(stack, results.boto3_rss_mb, results.cold_start, memory_sweep)
 
-    results.checks = check_calls(results.scenarios)
+    results.checks = check_latency(results.latency) + check_calls(results.scenarios)
     for row in results.cold_start:
         results.checks.append(check_max(f"{row['name']}: cold start", row.get("ratio"), COLD_START_MAX_RATIO, "x",
                                         row.get("note", "")))
@@ -646,7 +743,8 @@ def run(reps: int, cold_runs: int, sweep_sizes: Sequence[int], memory_sweep: int
     results.notes += [f"state '{s}': {STATE_NOTES[s]}" for s in sorted(states) if s in STATE_NOTES]
     results.notes.append("calls are counted on the second invocation in a container (warm); 'cold' is what the "
                          "first one added (e.g. the account alias, resolved once per container)")
-    results.notes.append("idempotency records (DynamoDB) are shown but excluded from every call budget")
+    results.notes.append("section 1: idempotency records (DynamoDB) are shown apart and excluded from the call "
+                         "counts; section 0 counts them, and their round trips, like any other call")
     results.notes.append("cold start 'with .pyc': functions and layer fully precompiled; the layer's build "
                          "(layers/guardrail_core/Makefile) already ships its .pyc, the tiny app.py files are compiled "
                          "at each cold start (Lambda's code directories are read-only)")
@@ -657,7 +755,14 @@ def run(reps: int, cold_runs: int, sweep_sizes: Sequence[int], memory_sweep: int
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--reps", type=int, default=20, help="timed warm invocations per scenario (default 20)")
-    parser.add_argument("--cold-runs", type=int, default=5, help="fresh interpreters per module (default 5)")
+    parser.add_argument("--cold-runs", type=int, default=21,
+                        help="fresh interpreters per module, interleaved with the boto3 baseline (default 21)")
+    parser.add_argument("--latency-ms", type=float, default=LATENCY_MS,
+                        help=f"simulated round trip per AWS call in the timed runs (default {LATENCY_MS:g})")
+    default_c7n = REPO / ".venv-c7n" / "bin" / "python"
+    parser.add_argument("--custodian-python", default=str(default_c7n) if default_c7n.exists() else None,
+                        help="interpreter with c7n and moto installed (make bench: .venv-c7n); 'none' to skip "
+                             "Cloud Custodian (its comparisons are then n/a)")
     parser.add_argument("--cold-python", default=sys.executable,
                         help="interpreter for the cold starts, with boto3 and Powertools installed; the Lambda "
                              "runtime's version (3.13) gives the honest numbers (default: this one)")
@@ -674,7 +779,9 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) 
     if args.probe:
         return probe(args.probe, args.sweep_users)
     sizes = [int(s) for s in args.sweep_sizes.split(",") if s.strip()]
-    results = run(args.reps, args.cold_runs, sizes, max(sizes, default=0), args.cold_python)
+    custodian = None if (args.custodian_python or "none") == "none" else args.custodian_python
+    results = run(args.reps, args.cold_runs, sizes, max(sizes, default=0), args.cold_python, args.latency_ms,
+                  custodian)
     given = list(sys.argv[1:] if argv is None else argv)
     out(render(results, "bench/run.py " + " ".join(given) if given else "make bench"))
     args.json.write_text(json.dumps(results.to_json(), indent=2, default=str) + "\n")

@@ -64,6 +64,8 @@ class Invocation:
     result: Any = None
     error: str | None = None
     logs: str = ""
+    started: float = 0.0  # time.perf_counter() when the handler was called, and when it returned
+    ended: float = 0.0
 
     @property
     def api_calls(self) -> list[str]:
@@ -199,11 +201,15 @@ class LocalGuardrail:
             invocation.logs = logs.getvalue() + traceback.format_exc()
             return invocation
         with self.environment(function), _captured_logs(logs), record_calls() as recorder:
+            delivered, context = json.loads(json.dumps(event)), self.context(logical_id)
+            invocation.started = time.perf_counter()
             try:
-                invocation.result = handler(json.loads(json.dumps(event)), self.context(logical_id))
+                invocation.result = handler(delivered, context)
             except Exception as exc:  # Lambda reports it and retries (async)
                 invocation.error = f"{type(exc).__name__}: {exc}"
                 logs.write(traceback.format_exc())
+            finally:
+                invocation.ended = time.perf_counter()
         invocation.calls = recorder.calls
         invocation.logs = logs.getvalue()
         return invocation

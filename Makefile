@@ -83,7 +83,7 @@ $(BENCH_VENV)/.installed: requirements-dev.txt
 
 bench: $(BIN)/guardrail $(SAM_VENV)/bin/sam $(BENCH_VENV)/.installed $(C7N_VENV)/.installed  ## benchmarks with budgets, side by side with Cloud Custodian (exit 1 when one is broken)
 	$(SAM_VENV)/bin/sam build --template template.yaml > /dev/null
-	GUARDRAIL_C7N_PYTHON=$(C7N_VENV)/bin/python $(BIN)/pytest -n 0 -q -p no:cacheprovider tests/test_bench.py -k custodian
+	GUARDRAIL_C7N_PYTHON=$(C7N_VENV)/bin/python $(BIN)/pytest -n 0 -q -p no:cacheprovider tests/test_bench.py::test_custodian_really_detaches_the_policy_and_alerts
 	$(BIN)/python bench/run.py --cold-python $(BENCH_VENV)/bin/python --custodian-python $(C7N_VENV)/bin/python
 
 clean:  ## remove virtualenvs and build output

@@ -5,6 +5,7 @@ Nothing here touches AWS, moto or a subprocess, so tests/test_bench.py checks it
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -286,6 +287,7 @@ class LatencyRow:
     status: str = "ok"
     runs: list[Timeline] = field(default_factory=list)
     note: str = ""
+    repeated: list[str] = field(default_factory=list)  # reads made twice in one invocation (any run)
 
     @property
     def measured(self) -> bool:
@@ -321,6 +323,21 @@ class LatencyRow:
         return any(r.write for r in self.runs)
 
 
+def repeated_reads(calls: Iterable[Any]) -> list[str]:
+    """Reads made again with the same parameters in one invocation (recorder.Call objects): each
+    costs a round trip and can see a different answer than the first. Names, in order."""
+    seen: set[str] = set()
+    repeated = []
+    for call in calls:
+        if call.kind != "read":
+            continue
+        key = call.name + json.dumps(call.params, sort_keys=True, default=str)
+        if key in seen:
+            repeated.append(call.name)
+        seen.add(key)
+    return repeated
+
+
 def paired_ratio(ours: Sequence[float | None], theirs: Sequence[float | None]) -> float | None:
     """Median of run-by-run ratios (runs interleaved, so load from elsewhere hits both alike)."""
     pairs = [a / b for a, b in zip(ours, theirs, strict=False) if a is not None and b]
@@ -340,8 +357,13 @@ def check_latency(rows: Sequence[LatencyRow]) -> list[Check]:
             checks.append(Check(name, f"<= {budget}", "n/a", None if row.status.startswith("n/a") else False,
                                 row.status))
             continue
+        if not any(r.write or r.alert_ms is not None for r in row.runs):
+            checks.append(Check(name, f"<= {budget}", "n/a", None, "the timed runs wrote and sent nothing"))
+            continue
         checks.append(Check(name, f"<= {budget}", str(row.rounds), row.rounds <= budget,
                             f"{row.rounds - budget} over" if row.rounds > budget else ""))
+        checks.append(Check(f"{row.scenario} ({row.who}): reads repeated", "0", str(len(row.repeated)),
+                            not row.repeated, ", ".join(row.repeated)))
     admin = [r for r in ours if r.scenario == ADMIN_SCENARIO and r.measured and r.writes]
     custodian = next((r for r in rows if r.who == CUSTODIAN and r.scenario == ADMIN_SCENARIO), None)
     measures: tuple[tuple[str, float, Callable[[Timeline], float | None]], ...] = (

@@ -82,6 +82,7 @@ from bench.report import (  # noqa: E402
     median,
     recommend_memory,
     render,
+    repeated_reads,
     summarize_outcome,
     sweep_limit,
 )
@@ -232,6 +233,7 @@ def measure_function(g: LocalGuardrail, function_id: str, scenario: str, event: 
         if run.error:
             return failed(f"error (timed run): {run.error[:100]}")
         timed.runs.append(timeline_of(run))
+        timed.repeated = list(dict.fromkeys(timed.repeated + repeated_reads(run.calls)))
         if custodian is not None and theirs is not None:
             custodian.run(theirs, latency)
     timed.note = summarize_outcome(warm.result)

@@ -40,6 +40,7 @@ from bench.report import (  # noqa: E402
     recommend_memory,
     render,
     render_table,
+    repeated_reads,
 )
 from bench.run import state_of, targets, zipped_kb  # noqa: E402
 from guardrail_cli.apply import APPLIED, FAILED, SKIPPED, Applied  # noqa: E402
@@ -325,3 +326,26 @@ def test_custodian_really_detaches_the_policy_and_alerts() -> None:
     assert names.count("sns:Publish") == 1
     # the group no longer holds AdministratorAccess, and kept everything else
     assert ran["group"] == {"attached": ["arn:aws:iam::123456789012:policy/assume-admin-role"], "inline": []}
+
+
+def test_a_read_made_twice_with_the_same_parameters_is_reported() -> None:
+    def call(name: str, **params: Any) -> Call:
+        return Call(name.split(":")[0], name.split(":")[1], params)
+
+    once_each = [call("iam:ListMFADevices", UserName="bob"), call("iam:ListMFADevices", UserName="phoebe"),
+                 call("dynamodb:GetItem", Key="a"), call("dynamodb:GetItem", Key="a"),
+                 call("iam:DetachGroupPolicy", GroupName="g"), call("iam:DetachGroupPolicy", GroupName="g")]
+    assert repeated_reads(once_each) == []
+    twice = [*once_each, call("iam:ListMFADevices", UserName="bob")]
+    assert repeated_reads(twice) == ["iam:ListMFADevices"]
+    row = latency_row("x.json", "AdminDriftFunction", fix=10, total=20)
+    row.repeated = ["iam:GetRole"]
+    check = by_budget(check_latency([row]))["x.json (AdminDriftFunction): reads repeated"]
+    assert (check.ok, check.note) == (False, "iam:GetRole")
+
+
+def test_a_run_that_writes_and_sends_nothing_has_no_round_trip_verdict() -> None:
+    quiet = LatencyRow("mfa-device-enabled.json", "MfaDriftFunction",
+                       runs=[Timeline(3, 0, None, None, 80, None) for _ in range(3)])
+    check = by_budget(check_latency([quiet]))["mfa-device-enabled.json (MfaDriftFunction): rounds before the alert"]
+    assert check.ok is None

@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 from guardrail_cli.local import ACCOUNT_ID, REGION, LocalGuardrail, deploy_stack_resources, local_aws
 from guardrail_cli.seed import ADMINISTRATOR_ACCESS, add_user, create_seed_account
 from guardrail_cli.template import Stack
-from guardrail_cli.testing import inject_errors
+from guardrail_cli.testing import EVENTS_DIR, inject_errors
 from guardrail_core import baseline, setup
 from guardrail_core.config import load_settings
 
@@ -293,3 +293,124 @@ def test_near_the_timeout_it_answers_failed_instead_of_hanging() -> None:
 
     assert time.monotonic() - started < 2.5
     assert sent == [("FAILED", "Setup did not finish in time; invoke the setup function directly to see why.")]
+
+
+# --- the daily converge: held-back steps finished once safe --------------------------------------
+
+SCHEDULED = {"converge": "scheduled"}  # what the template's DailyConverge schedule sends
+
+
+def enable_mfa(iam: Any, user: str) -> None:
+    serial = iam.create_virtual_mfa_device(VirtualMFADeviceName=user)["VirtualMFADevice"]["SerialNumber"]
+    iam.enable_mfa_device(UserName=user, SerialNumber=serial, AuthenticationCode1="123456",
+                          AuthenticationCode2="654321")
+
+
+def create_trail() -> None:
+    boto3.client("s3").create_bucket(Bucket="trail-logs")
+    cloudtrail = boto3.client("cloudtrail")
+    cloudtrail.create_trail(Name="all", S3BucketName="trail-logs", IsMultiRegionTrail=True)
+    cloudtrail.start_logging(Name="all")
+
+
+def held_back_account(iam: Any, local: LocalGuardrail) -> None:
+    """Setup ran while nobody in the group had MFA: the group kept AdministratorAccess."""
+    iam.create_group(GroupName="administrators")
+    iam.attach_group_policy(GroupName="administrators", PolicyArn=ADMINISTRATOR_ACCESS)
+    add_user(iam, "phoebe", mfa=False, group="administrators")
+    first = local.invoke("SetupFunction", {})
+    assert [a["status"] for a in first.actions if "Detach" in a["name"]] == ["skipped"]
+    assert ADMINISTRATOR_ACCESS in attached(iam, "administrators")
+
+
+def test_the_daily_converge_finishes_a_held_back_removal_once_a_member_has_mfa(empty_account: LocalGuardrail) -> None:
+    iam = boto3.client("iam")
+    create_trail()
+    held_back_account(iam, empty_account)
+
+    still = empty_account.invoke("SetupFunction", SCHEDULED)
+
+    assert iam_writes(still) == [] and still.notifications == []  # nothing safe to do: no daily nagging
+    enable_mfa(iam, "phoebe")
+
+    daily = empty_account.invoke("SetupFunction", SCHEDULED)
+
+    assert daily.error is None
+    assert iam_writes(daily) == ["iam:DetachGroupPolicy"]
+    assert_in_baseline(iam)
+    (email,) = daily.notifications
+    assert email["subject"].startswith("[INFO] Baseline converged by the daily check")
+    assert "Detach AdministratorAccess from group administrators" in email["message"]
+    assert "aws iam attach-group-policy --group-name administrators" in email["message"]  # the undo
+
+    quiet = empty_account.invoke("SetupFunction", SCHEDULED)
+
+    assert iam_writes(quiet) == [] and quiet.notifications == []
+
+
+@pytest.mark.parametrize(("parameters", "why"), [
+    ({"AdminDriftMode": "notify"}, "notify mode (AdminDriftMode=notify)"),
+    ({"KillSwitch": "on"}, "kill switch on (KillSwitch=on)"),
+])
+def test_the_daily_converge_writes_nothing_when_remediation_is_off(parameters: dict[str, str], why: str) -> None:
+    with local_aws():
+        local = LocalGuardrail(Stack(account_id=ACCOUNT_ID, region=REGION, parameters=parameters))
+        deploy_stack_resources(local.stack)
+        create_seed_account()  # the group holds AdministratorAccess; phoebe has MFA
+
+        daily = local.invoke("SetupFunction", SCHEDULED)
+
+        assert iam_writes(daily) == [] and daily.notifications == []
+        assert {a["status"] for a in daily.actions} == {"skipped"}
+        assert all(a["detail"].startswith(why) for a in daily.actions)
+        assert attached(boto3.client("iam"), "administrators") == [ADMINISTRATOR_ACCESS]
+
+
+def mfa_enabled_event(user: str) -> dict[str, Any]:
+    """events/mfa-device-enabled.json, for `user` enabling their own device."""
+    event: dict[str, Any] = json.loads((EVENTS_DIR / "mfa-device-enabled.json").read_text())
+    detail = event["detail"]
+    detail["userIdentity"].update(userName=user, arn=f"arn:aws:iam::{ACCOUNT_ID}:user/{user}")
+    detail["requestParameters"] = {"userName": user, "serialNumber": f"arn:aws:iam::{ACCOUNT_ID}:mfa/{user}"}
+    event["id"] = detail["eventID"] = f"enable-mfa-{user}"
+    return event
+
+
+def test_a_member_enabling_mfa_finishes_the_held_back_removal_within_the_event(empty_account: LocalGuardrail) -> None:
+    iam = boto3.client("iam")
+    held_back_account(iam, empty_account)
+    add_user(iam, "bob", mfa=False)  # not a member
+    enable_mfa(iam, "bob")
+
+    rules, runs = empty_account.dispatch(mfa_enabled_event("bob"))
+
+    assert "AdminAccessChange" in [r.logical_id for r in rules]
+    admin = [i for i in runs if i.function == "AdminDriftFunction"]
+    assert iam_writes(admin[0]) == [] and admin[0].notifications == []  # still no member with MFA
+    assert ADMINISTRATOR_ACCESS in attached(iam, "administrators")
+    enable_mfa(iam, "phoebe")
+
+    rules, runs = empty_account.dispatch(mfa_enabled_event("phoebe"))
+
+    (admin_run,) = [i for i in runs if i.function == "AdminDriftFunction"]
+    assert admin_run.error is None
+    assert iam_writes(admin_run) == ["iam:DetachGroupPolicy"]
+    assert_in_baseline(iam)
+    (email,) = admin_run.notifications
+    assert email["subject"].startswith("[MEDIUM] Undone: admin rights kept on group administrators until a member")
+    assert "An MFA device was enabled for user phoebe" in email["message"]
+    assert "aws iam attach-group-policy --group-name administrators" in email["message"]  # the undo
+
+
+def test_mfa_enabled_with_remediation_off_changes_nothing() -> None:
+    with local_aws():
+        local = LocalGuardrail(Stack(account_id=ACCOUNT_ID, region=REGION, parameters={"KillSwitch": "on"}))
+        deploy_stack_resources(local.stack)
+        iam = boto3.client("iam")
+        held_back_account(iam, local)
+        enable_mfa(iam, "phoebe")
+
+        run = local.invoke("AdminDriftFunction", mfa_enabled_event("phoebe"))
+
+        assert iam_writes(run) == [] and run.notifications == []
+        assert ADMINISTRATOR_ACCESS in attached(iam, "administrators")

@@ -1,6 +1,7 @@
 """Setup function: converge the IAM baseline (custom resource, or direct invocation).
 
-Direct invocation: {"dry_run": true} returns the plan without changing anything; {} converges.
+Direct invocation: {"dry_run": true} returns the plan without changing anything; {} converges;
+the daily schedule's {"converge": "scheduled"} converges when remediation is on.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     settings = load_settings()
 
     def work() -> setup.SetupResult:
-        dry_run = bool(event.get("dry_run")) if isinstance(event, dict) else False
-        result = setup.converge(settings, dry_run=dry_run)
-        logger.info("baseline converged", extra={"result": result.to_dict()})
-        if not dry_run and (result.actions or not result.trail_ok):
+        request = setup.request_of(event, settings)
+        result = setup.converge(settings, dry_run=request.dry_run, why_not=request.why_not)
+        logger.info("baseline converged", extra={"result": result.to_dict(), "scheduled": request.scheduled})
+        if request.worth_an_email(result):
             try:
-                publish(client("sns"), settings.alert_topic_arn, setup.setup_finding(settings, result))
+                finding = setup.setup_finding(settings, result, scheduled=request.scheduled)
+                publish(client("sns"), settings.alert_topic_arn, finding)
             except Exception:  # the email informs; failing it must not fail the setup
                 logger.exception("setup summary email not sent")
         return result

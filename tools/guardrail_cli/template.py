@@ -149,6 +149,10 @@ class Stack:
         return f"{self.stack_name}-{logical_id}"
 
     def ref(self, logical_id: str) -> str:
+        function, dot, generated = logical_id.partition(".")
+        if dot and generated in ("Version", "Alias"):  # SAM's AutoPublishAlias references
+            alias = str(self.resources[function]["Properties"].get("AutoPublishAlias", "live"))
+            return f"{self.get_att(function, 'Arn')}:{'1' if generated == 'Version' else alias}"
         resource = self.resources[logical_id]
         kind = resource["Type"]
         name = self._name_of(logical_id)

@@ -767,11 +767,62 @@ def judge_policy_version(event: CloudTrailEvent, settings: Settings, verdict: Tr
                           extra, also_held_by=[f"group {g}" for g in admin_groups])]
 
 
+# --- held-back steps, finished once safe ----------------------------------------------------
+
+# Events after which a removal held back by the lockout guard (no member of the admin group had
+# an MFA device) may have become safe. The daily converge (setup) catches any other way.
+HELD_BACK_EVENTS = frozenset({"EnableMFADevice"})
+
+
+def finish_held_back(event: CloudTrailEvent, settings: Settings, verdict: Triage) -> list[Finding]:
+    """A user enabled an MFA device: finish the admin group's removals held back for want of one.
+
+    The group is converged with setup's own code and lockout guard, so its other rights are
+    removed only if a member now has an MFA device. Nothing planned, or still held back (the user
+    is not a member): logged, no email (the held-back email was sent when it was held back).
+    Remediation off (notify mode, kill switch): nothing written, no email; the owner finishes it
+    by invoking setup. The actor's exemption does not matter: their call is not what is undone.
+    """
+    user = event.param("userName") or event.identity.user_name or "a user"
+    if verdict.verdict is Verdict.ATTEMPT:
+        logger.info("event not judged", extra={"reason": f"{verdict.reason}: no MFA device was enabled"})
+        return []
+    iam = client("iam")
+    observed = iam_baseline.read(iam, settings, {GROUP_MANAGED, GROUP_INLINE})
+    changes = iam_baseline.converge_plan(iam, settings, observed)
+    if not changes or not settings.remediation_enabled or all(c.blocked for c in changes):
+        why = ("nothing held back: the admin group is in the baseline" if not changes
+               else "remediation off: setup finishes it when invoked" if not settings.remediation_enabled
+               else f"still held back: {changes[0].blocked}")
+        logger.info("no held-back step finished", extra={"reason": f"MFA device enabled for {user}; {why}"})
+        return []
+    actions = iam_baseline.apply(iam, changes, allowed=True)
+    group = observed.group.name if observed.group else settings.admin_group
+    done = [a for a in actions if a.status is Status.SUCCEEDED]
+    what = (f"An MFA device was enabled for user {user} ({event.event_name}, {event.event_time or 'time unknown'}). "
+            f"While no member of group {group} had an MFA device, the guardrail had kept the group's other "
+            f"rights so as not to lock everyone out of admin. A member now has one, so the MFA path to role "
+            f"{settings.admin_role} works and those rights were removed: admin only through the role, with MFA.")
+    steps = [f"Members of group {group} now reach admin by switching to role {settings.admin_role} with MFA."]
+    if len(done) < len(actions):
+        steps.append("Some changes were not made (see above). Make them by hand: "
+                     + "; ".join(by_hand([c for c, a in zip(changes, actions, strict=True)
+                                          if a.status is not Status.SUCCEEDED])))
+    return [Finding.for_event(
+        event, id="admin-group-held-back-finished", severity=Severity.MEDIUM,
+        summary=f"{outcome(actions)}: admin rights kept on group {group} until a member had MFA (user {user})",
+        what_happened=what, actions=actions, next_steps=steps,
+        links=[iam_console_link("groups", group)],
+    )]
+
+
 # --- the judge ----------------------------------------------------------------------------
 
 
 def judge(event: CloudTrailEvent, settings: Settings, verdict: Triage) -> list[Finding]:
     """The admin-drift detector's decision for one (triaged) CloudTrail event."""
+    if event.event_name in HELD_BACK_EVENTS and event.event_source == IAM_SOURCE:
+        return finish_held_back(event, settings, verdict)
     touch = classify(event, settings)
     if touch.kind is Kind.NONE:
         logger.info("event not judged", extra={"reason": touch.reason})

@@ -1,6 +1,9 @@
 """Converge the whole baseline (the setup function), and speak CloudFormation's custom resource protocol.
 
 Direct invocation: `{"dry_run": true}` reports the plan and changes nothing; `{}` converges.
+The daily schedule sends `{"converge": "scheduled"}`: it converges only when remediation is on
+(AdminDriftMode=remediate, KillSwitch=off), as the detectors would, and emails only when it
+changed something or failed.
 Custom resource: Create/Update converge; Delete leaves the baseline in place. Whatever
 happens, CloudFormation gets exactly one answer, before the function's own timeout.
 """
@@ -104,14 +107,46 @@ def _records_management_writes(selectors: Mapping[str, Any]) -> bool:
     return False
 
 
-def converge(settings: Settings, *, dry_run: bool) -> SetupResult:
+@dataclass(frozen=True)
+class Request:
+    """What one direct invocation asks of setup."""
+
+    dry_run: bool = False
+    why_not: str = "dry run: planned, not made"  # shown on each change not made
+    scheduled: bool = False
+
+    def worth_an_email(self, result: SetupResult) -> bool:
+        """Deploys and hand runs report any change and a blind trail; the daily run only what it did."""
+        if self.scheduled:
+            return any(a.status in (Status.SUCCEEDED, Status.FAILED) for a in result.actions)
+        return not self.dry_run and (bool(result.actions) or not result.trail_ok)
+
+
+SCHEDULED = "scheduled"
+
+
+def request_of(event: Any, settings: Settings) -> Request:
+    """`{"dry_run": true}`, `{}`, a custom-resource event (converge), or the daily schedule's
+    `{"converge": "scheduled"}`, which writes only when remediation is on."""
+    if not isinstance(event, Mapping):
+        return Request()
+    if event.get("converge") == SCHEDULED:
+        if settings.kill_switch:
+            return Request(dry_run=True, scheduled=True,
+                           why_not="kill switch on (KillSwitch=on): the daily converge would make this change")
+        if not settings.remediation_enabled:
+            return Request(dry_run=True, scheduled=True,
+                           why_not="notify mode (AdminDriftMode=notify): the daily converge would make this change")
+        return Request(scheduled=True)
+    return Request(dry_run=bool(event.get("dry_run")))
+
+
+def converge(settings: Settings, *, dry_run: bool, why_not: str = Request.why_not) -> SetupResult:
     iam = client("iam")
     observed = iam_baseline.read(iam, settings, iam_baseline.EVERYTHING)
     changes = iam_baseline.converge_plan(iam, settings, observed)
     result = SetupResult(dry_run=dry_run, plan=describe(changes))
-    result.actions = iam_baseline.apply(
-        iam, changes, allowed=not dry_run, not_allowed_reason="dry run: planned, not made",
-    )
+    result.actions = iam_baseline.apply(iam, changes, allowed=not dry_run, not_allowed_reason=why_not)
     try:
         result.trail_ok, result.trail = check_trail(client("cloudtrail", settings.region))
     except Exception as exc:  # the trail check informs; it must not fail the setup
@@ -119,14 +154,14 @@ def converge(settings: Settings, *, dry_run: bool) -> SetupResult:
     return result
 
 
-def setup_finding(settings: Settings, result: SetupResult) -> Finding:
+def setup_finding(settings: Settings, result: SetupResult, *, scheduled: bool = False) -> Finding:
     """The email the owner gets after setup changed something or could not finish."""
     if result.failed or result.held_back:
         severity, headline = Severity.HIGH, "Baseline setup incomplete"
     elif not result.trail_ok:
         severity, headline = Severity.MEDIUM, "Baseline in place, but CloudTrail is not logging"
     else:
-        severity, headline = Severity.INFO, "Baseline set up"
+        severity, headline = Severity.INFO, "Baseline converged by the daily check" if scheduled else "Baseline set up"
     steps = [result.trail] if not result.trail_ok else []
     steps += [a.detail for a in result.held_back[:1]]
     steps.append(f"Use admin rights by switching to role {settings.admin_role} with MFA: "

@@ -16,21 +16,33 @@ export PATH := $(dir $(PYTHON313)):$(PATH)
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
+# First-run installs say what they install, roughly how long it takes, and how long it took
+# (README, Development: measured times). Later runs skip them (the targets are files).
+SINCE = start=$$(date +%s)
+TOOK = echo "make: $(1) ready in $$(( $$(date +%s) - start )) s"
+
 $(BIN)/guardrail: requirements-dev.txt pyproject.toml layers/guardrail_core/pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install $(PIP_FLAGS) -r requirements-dev.txt
-	$(BIN)/pip install $(PIP_FLAGS) --no-deps -e layers/guardrail_core -e .
+	@echo "make: installing $(VENV) (first run only, about 1 to 4 minutes): moto, boto3, Powertools, pytest,"
+	@echo "      mypy, ruff, cfn-lint and SAM's translator from requirements-dev.txt, then the guardrail command"
+	@$(SINCE); { test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); } \
+	  && $(BIN)/pip install $(PIP_FLAGS) -r requirements-dev.txt \
+	  && $(BIN)/pip install $(PIP_FLAGS) --no-deps -e layers/guardrail_core -e . \
+	  && $(call TOOK,$(VENV))
 	@touch $@
 
 $(SAM_VENV)/bin/sam: requirements-sam.txt
 	@test -n "$(PYTHON313)" || { echo "python3.13 (the Lambda runtime's version) is needed for sam build"; exit 1; }
-	@test -x $(SAM_VENV)/bin/python || $(PYTHON313) -m venv $(SAM_VENV)
-	$(SAM_VENV)/bin/pip install $(PIP_FLAGS) -r requirements-sam.txt
+	@echo "make: installing $(SAM_VENV) (first run only, about 1 to 3 minutes): aws-sam-cli, for sam validate and sam build"
+	@$(SINCE); { test -x $(SAM_VENV)/bin/python || $(PYTHON313) -m venv $(SAM_VENV); } \
+	  && $(SAM_VENV)/bin/pip install $(PIP_FLAGS) -r requirements-sam.txt \
+	  && $(call TOOK,$(SAM_VENV))
 	@touch $@
 
 $(CHECKOV_VENV)/bin/checkov: requirements-checkov.txt
-	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/pip install $(PIP_FLAGS) -r requirements-checkov.txt
+	@echo "make: installing $(CHECKOV_VENV) (first run only, about 1 to 3 minutes): checkov, the template's security scanner"
+	@$(SINCE); { test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV); } \
+	  && $(CHECKOV_VENV)/bin/pip install $(PIP_FLAGS) -r requirements-checkov.txt \
+	  && $(call TOOK,$(CHECKOV_VENV))
 	@touch $@
 
 demo: $(BIN)/guardrail  ## run the guardrail on a local stand-in account (no AWS account needed)

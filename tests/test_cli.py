@@ -20,7 +20,7 @@ from guardrail_cli.recorder import Call
 from guardrail_cli.render import Style
 from guardrail_cli.replay import load_event_file, replay_in
 from guardrail_cli.seed import ADMINISTRATOR_ACCESS, TRAIL, create_seed_account
-from guardrail_cli.template import TEMPLATE_PATH
+from guardrail_cli.template import TEMPLATE_PATH, Stack
 from guardrail_cli.testing import EVENTS_DIR, baseline_account, corpus_records, envelope, retarget
 from guardrail_core import baseline
 from guardrail_core.config import load_settings
@@ -471,3 +471,61 @@ def test_state_changes_name_every_leaf_that_differs() -> None:
     assert state.changes(before, after) == [{"what": "users.phoebe.mfa", "before": True, "after": False}]
     assert state.changes(after, after) == []
 
+
+
+# --- parameters checked as CloudFormation checks them; templates lacking what replay needs ------
+
+
+@pytest.mark.parametrize(("param", "message"), [
+    ("AdminSessionSeconds=899", "parameter AdminSessionSeconds='899' is less than the minimum 900"),
+    ("AdminSessionSeconds=43201", "parameter AdminSessionSeconds='43201' is more than the maximum 43200"),
+    ("AdminSessionSeconds=an hour", "parameter AdminSessionSeconds='an hour' is not a number"),
+    ("MfaGraceHours=-1", "is less than the minimum 0"),
+    ("LogRetentionDays=8", "parameter LogRetentionDays='8' is not one of ['7', '14', "),
+    ("AdminGroupName=team/admins", "parameter AdminGroupName='team/admins' does not match the pattern"),
+    ("AlertEmail=owner", "parameter AlertEmail='owner' does not match the pattern"),
+    ("ReservedConcurrency=1.5e9", "is more than the maximum 100"),
+])
+def test_a_parameter_cloudformation_would_refuse_is_refused_in_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], param: str, message: str) -> None:
+    event = write_event(tmp_path / "stop.json", stop_logging_event())
+    code, out, err = cli(capsys, "replay", "--param", param, str(event))
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("guardrail: ") and message in err
+
+
+@pytest.mark.parametrize("param", ["AdminSessionSeconds=900", "AdminSessionSeconds=43200.0", "LogRetentionDays=731",
+                                   "MfaGraceHours=0", "ReservedConcurrency=5"])
+def test_a_parameter_cloudformation_would_accept_is_accepted(param: str) -> None:
+    name, value = param.split("=")
+    assert Stack(parameters={name: value}).params[name] == value
+
+
+def without(tmp_path: Path, start: str, end: str) -> Path:
+    """template.yaml with the lines from `start` up to (not including) `end` removed."""
+    text = TEMPLATE_PATH.read_text()
+    cut = tmp_path / "variant.yaml"
+    cut.write_text(text[:text.index(f"\n  {start}:\n")] + text[text.index(f"\n  {end}:\n"):])
+    return cut
+
+
+@pytest.mark.parametrize(("start", "end", "message"), [
+    ("AlertTopic", "AlertTopicPolicy", "'AlertTopic' is referenced but is neither a parameter nor a resource"),
+    ("SetupFunction", "SetupLogGroup", "no SetupFunction: the local account converges the baseline with it"),
+    ("AdminDriftRole", "AdminDriftFunction", "'AdminDriftRole' is referenced but is neither"),
+])
+def test_a_template_lacking_a_needed_resource_is_refused_in_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], start: str, end: str, message: str) -> None:
+    event = write_event(tmp_path / "stop.json", stop_logging_event())
+    for command in (["replay", str(event)], ["demo"]):
+        code, out, err = cli(capsys, command[0], "--template", str(without(tmp_path, start, end)), *command[1:])
+        assert code == 2 and out == ""
+        assert err.count("\n") == 1 and message in err, err
+
+
+def test_a_template_that_is_not_yaml_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(TEMPLATE_PATH.read_text().replace("Resources:\n", "Resources:\n  : [\n", 1))
+    code, out, err = cli(capsys, "demo", "--template", str(broken))
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "is not valid YAML: expected <block end>, but found ':' at line" in err

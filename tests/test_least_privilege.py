@@ -113,6 +113,7 @@ def resources(statements: list[dict[str, Any]]) -> set[str]:
 def test_resources_are_exact_wherever_iam_allows(function: str, params: str) -> None:
     s = stack(params)
     group = f"arn:aws:iam::{ACCOUNT_ID}:group/administrators"
+    groups = {group, f"arn:aws:iam::{ACCOUNT_ID}:group/*/administrators"}  # the one group, at any path
     role = f"arn:aws:iam::{ACCOUNT_ID}:role/admin-mfa"
     policy = f"arn:aws:iam::{ACCOUNT_ID}:policy/assume-admin-role"
     quarantine = s.ref("MfaQuarantinePolicy")
@@ -128,11 +129,11 @@ def test_resources_are_exact_wherever_iam_allows(function: str, params: str) -> 
         **{a: {role} for a in ("iam:CreateRole", "iam:UpdateAssumeRolePolicy", "iam:UpdateRole",
                                "iam:AttachRolePolicy")},
         **{a: {policy} for a in ("iam:CreatePolicy", "iam:CreatePolicyVersion", "iam:DeletePolicyVersion")},
-        **{a: {group} for a in ("iam:CreateGroup", "iam:AttachGroupPolicy")},
+        **{a: groups for a in ("iam:CreateGroup", "iam:AttachGroupPolicy")},
     }
     detach_elsewhere = function == "AdminDriftFunction" and s.conditions["DetachOtherAdmin"]
     if not detach_elsewhere:  # otherwise admin grants are removed from any user or group
-        exact |= {a: {group} for a in ("iam:DetachGroupPolicy", "iam:DeleteGroupPolicy")}
+        exact |= {a: groups for a in ("iam:DetachGroupPolicy", "iam:DeleteGroupPolicy")}
     for action, statements in granted(s, function).items():
         where = resources(statements)
         if action in exact:

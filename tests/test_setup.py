@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import threading
@@ -22,6 +23,13 @@ from guardrail_core.config import load_settings
 
 ASSUME_POLICY_ARN = f"arn:aws:iam::{ACCOUNT_ID}:policy/assume-admin-role"
 ROLE_ARN = f"arn:aws:iam::{ACCOUNT_ID}:role/admin-mfa"
+
+
+@contextlib.contextmanager
+def local_stack(parameters: dict[str, str]) -> Iterator[LocalGuardrail]:
+    """The stack with other parameters, in the account already active (a redeploy)."""
+    local = LocalGuardrail(Stack(account_id=ACCOUNT_ID, region=REGION, parameters=parameters))
+    yield local
 
 
 @pytest.fixture
@@ -118,13 +126,27 @@ def test_existing_role_without_mfa_condition_is_adopted_and_fixed(empty_account:
     assert_in_baseline(iam)
 
 
-def test_existing_group_named_with_capitals_is_adopted_not_duplicated(empty_account: LocalGuardrail) -> None:
+def test_existing_group_named_with_capitals_is_adopted_once_the_stack_names_it_so(
+        empty_account: LocalGuardrail, response_url: tuple[str, list[dict[str, Any]]]) -> None:
+    """IAM finds `administrators` when the group is `Administrators`, but the stack's policies
+    would name group/administrators, which IAM does not match to group/Administrators: setup
+    stops before changing anything and says which parameter value to set."""
+    url, received = response_url
     iam = boto3.client("iam")
     iam.create_group(GroupName="Administrators")
     iam.attach_group_policy(GroupName="Administrators", PolicyArn=ADMINISTRATOR_ACCESS)
     add_user(iam, "phoebe", mfa=True, group="Administrators")
 
-    result = empty_account.invoke("SetupFunction", {})
+    stopped = empty_account.invoke("SetupFunction", cfn_event("Create", url))
+
+    assert iam_writes(stopped) == []
+    assert [r["Status"] for r in received] == ["FAILED"]
+    assert received[0]["Reason"] == (
+        "Setup stopped, nothing changed: group Administrators exists but the stack says administrators (IAM "
+        "policies match names case-sensitively): set AdminGroupName=Administrators.")
+    assert "\n" not in received[0]["Reason"]
+    with local_stack({"AdminGroupName": "Administrators"}) as adopting:
+        result = adopting.invoke("SetupFunction", {})
 
     assert result.result["compliant"] is True
     assert "iam:CreateGroup" not in iam_writes(result)

@@ -71,8 +71,8 @@ def _check_stack(template: Path, params: dict[str, str]) -> str | None:
     if not template.is_file():
         return f"template not found: {template}"
     try:
-        Stack(account_id=ACCOUNT_ID, region=REGION, parameters=params, path=template)
-    except Exception as exc:  # YAML errors, unknown or invalid parameters
+        Stack(account_id=ACCOUNT_ID, region=REGION, parameters=params, path=template).check()
+    except (ValueError, OSError) as exc:  # YAML errors, invalid parameters, missing resources
         return f"{exc} (template {display_path(template)})"
     return None
 

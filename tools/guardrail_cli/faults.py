@@ -237,7 +237,8 @@ def declared_actions(function: str, stack: Any) -> frozenset[str]:
 
     shared = runtime.LOG_ACTIONS | runtime.PUBLISH_ACTIONS
     if function == "SetupFunction":  # converges the whole baseline, checks the trail
-        return shared | iam_baseline.READ_ACTIONS | iam_baseline.WRITE_ACTIONS | setup.CLOUDTRAIL_READ_ACTIONS
+        return (shared | iam_baseline.READ_ACTIONS | iam_baseline.WRITE_ACTIONS | iam_baseline.ADOPTION_READ_ACTIONS
+                | setup.CLOUDTRAIL_READ_ACTIONS)
     name, condition = DETECTOR_MODULES[function]
     module = importlib.import_module(f"guardrail_core.{name}")
     missing = [attr for attr in ("READ_ACTIONS", "WRITE_ACTIONS") if not hasattr(module, attr)]

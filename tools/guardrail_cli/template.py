@@ -56,11 +56,60 @@ def load_yaml(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
     key = (str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)
     if key not in _parsed:
         with open(path, encoding="utf-8") as handle:
-            data = yaml.load(handle, Loader=_CfnLoader)
-        if not isinstance(data, dict):
-            raise ValueError(f"{path} is not a CloudFormation template")
+            try:
+                data = yaml.load(handle, Loader=_CfnLoader)
+            except yaml.YAMLError as exc:  # one line: where and what
+                mark = getattr(exc, "problem_mark", None)
+                where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+                problem = getattr(exc, "problem", None) or type(exc).__name__
+                raise ValueError(f"{path} is not valid YAML: {problem}{where}") from exc
+        if not isinstance(data, dict) or not isinstance(data.get("Resources"), dict):
+            raise ValueError(f"{path} is not a CloudFormation template (no Resources section)")
         _parsed[key] = data
     return copy.deepcopy(_parsed[key])
+
+
+def _number(text: str) -> float | None:
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if number == number and abs(number) != float("inf") else None  # not NaN, not infinite
+
+
+def parameter_problem(spec: Mapping[str, Any], value: str) -> str:
+    """Why CloudFormation would refuse `value` for a parameter declared as `spec` ('' if it accepts it).
+
+    The checks CloudFormation makes (User Guide, "Parameters" section of a template): `Type`
+    (`Number`: an integer or a float), `AllowedValues`, `AllowedPattern` (the whole value must
+    match; String types only), `MinLength`/`MaxLength` (String), `MinValue`/`MaxValue` (Number).
+    """
+    kind = str(spec.get("Type", "String"))
+    if kind not in ("String", "Number"):
+        return f"has type {kind}, which the local account does not support (String or Number only)"
+    if kind == "Number":
+        number = _number(value)
+        if number is None:
+            return "is not a number"
+        allowed = spec.get("AllowedValues")
+        if allowed and number not in [_number(str(a)) for a in allowed]:
+            return f"is not one of {[str(a) for a in allowed]}"
+        if "MinValue" in spec and number < float(spec["MinValue"]):
+            return f"is less than the minimum {spec['MinValue']}"
+        if "MaxValue" in spec and number > float(spec["MaxValue"]):
+            return f"is more than the maximum {spec['MaxValue']}"
+        return ""
+    allowed = spec.get("AllowedValues")
+    if allowed and value not in [str(a) for a in allowed]:
+        return f"is not one of {[str(a) for a in allowed]}"
+    if "MinLength" in spec and len(value) < int(spec["MinLength"]):
+        return f"is shorter than {spec['MinLength']} characters"
+    if "MaxLength" in spec and len(value) > int(spec["MaxLength"]):
+        return f"is longer than {spec['MaxLength']} characters"
+    pattern = spec.get("AllowedPattern")
+    if pattern and not re.fullmatch(pattern, value):
+        return f"does not match the pattern {pattern}"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -120,19 +169,34 @@ class Stack:
             if value is None:
                 value = "owner@example.com" if name == "AlertEmail" else ""
             value = str(value)
-            allowed = spec.get("AllowedValues")
-            if allowed and value not in [str(a) for a in allowed]:
-                raise ValueError(f"parameter {name}={value!r} is not one of {allowed}")
-            pattern = spec.get("AllowedPattern")
-            if pattern and not re.fullmatch(pattern, value):
-                raise ValueError(f"parameter {name}={value!r}: {spec.get('ConstraintDescription', pattern)}")
+            problem = parameter_problem(spec, value)
+            if problem:
+                hint = spec.get("ConstraintDescription")
+                raise ValueError(f"parameter {name}={value!r} {problem}" + (f" ({hint})" if hint else ""))
             values[name] = value
         return values
 
     def condition(self, name: str) -> bool:
         if name not in self.conditions:
-            self.conditions[name] = bool(self.resolve(self.template["Conditions"][name]))
+            declared = self.template.get("Conditions", {})
+            if name not in declared:
+                raise ValueError(f"condition {name!r} is used but not defined")
+            self.conditions[name] = bool(self.resolve(declared[name]))
         return self.conditions[name]
+
+    def check(self) -> None:
+        """ValueError, in one line, when the template lacks something the local account runs:
+        every function (code, handler, role, environment), rule, schedule and role policy is
+        resolved, and the setup function (which converges the baseline) must exist."""
+        functions = self.functions()
+        if "SetupFunction" not in functions:
+            raise ValueError("no SetupFunction: the local account converges the baseline with it")
+        for function in functions.values():
+            if function.role not in self.resources:
+                raise ValueError(f"function {function.logical_id}: its Role is not a role of this template")
+            self.role_statements(function.role)
+        self.rules()
+        self.schedules()
 
     # -- resources --------------------------------------------------------------------------
 
@@ -140,8 +204,14 @@ class Stack:
     def resources(self) -> dict[str, Any]:
         return dict(self.template.get("Resources", {}))
 
+    def _resource(self, logical_id: str) -> dict[str, Any]:
+        resource = self.resources.get(logical_id)
+        if not isinstance(resource, dict):
+            raise ValueError(f"{logical_id!r} is referenced but is neither a parameter nor a resource of the template")
+        return resource
+
     def _name_of(self, logical_id: str) -> str:
-        props = self.resources[logical_id].get("Properties", {})
+        props = self._resource(logical_id).get("Properties", {})
         for key in ("FunctionName", "RoleName", "TopicName", "TableName", "QueueName",
                     "ManagedPolicyName", "LogGroupName", "LayerName"):
             if key in props:
@@ -151,9 +221,9 @@ class Stack:
     def ref(self, logical_id: str) -> str:
         function, dot, generated = logical_id.partition(".")
         if dot and generated in ("Version", "Alias"):  # SAM's AutoPublishAlias references
-            alias = str(self.resources[function]["Properties"].get("AutoPublishAlias", "live"))
+            alias = str(self._resource(function).get("Properties", {}).get("AutoPublishAlias", "live"))
             return f"{self.get_att(function, 'Arn')}:{'1' if generated == 'Version' else alias}"
-        resource = self.resources[logical_id]
+        resource = self._resource(logical_id)
         kind = resource["Type"]
         name = self._name_of(logical_id)
         if kind == "AWS::SNS::Topic":
@@ -169,7 +239,7 @@ class Stack:
         return name
 
     def get_att(self, logical_id: str, attribute: str) -> str:
-        resource = self.resources[logical_id]
+        resource = self._resource(logical_id)
         kind = resource["Type"]
         name = self._name_of(logical_id)
         if attribute == "QueueName":
@@ -274,9 +344,12 @@ class Stack:
             if resource.get("Type") != "AWS::Serverless::Function":
                 continue
             props = resource.get("Properties", {})
+            missing = [key for key in ("CodeUri", "Handler") if key not in props]
+            if missing:
+                raise ValueError(f"function {logical_id} has no {' or '.join(missing)}")
             env = dict(global_env)
             env.update(self.resolve(props.get("Environment", {}).get("Variables", {})))
-            role = props.get("Role", {}).get("Fn::GetAtt", [""])[0]
+            role = props.get("Role", {}).get("Fn::GetAtt", [""])[0] if isinstance(props.get("Role"), dict) else ""
             out[logical_id] = Function(
                 logical_id=logical_id,
                 name=str(self.resolve(props.get("FunctionName", logical_id))),
@@ -321,7 +394,7 @@ class Stack:
 
     def role_statements(self, role_logical_id: str) -> list[dict[str, Any]]:
         """Every statement a role is granted: inline policies and managed policies from this template."""
-        props = self.resolve(self.resources[role_logical_id].get("Properties", {}))
+        props = self.resolve(self._resource(role_logical_id).get("Properties", {}))
         statements: list[dict[str, Any]] = []
         for policy in props.get("Policies", []):
             statements += policy["PolicyDocument"]["Statement"]

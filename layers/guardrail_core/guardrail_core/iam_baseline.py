@@ -7,6 +7,7 @@ one or two IAM calls rather than a full account read.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,6 +36,10 @@ WRITE_ACTIONS = frozenset({
     "iam:CreateRole", "iam:UpdateAssumeRolePolicy", "iam:UpdateRole", "iam:AttachRolePolicy",
     "iam:CreatePolicy", "iam:CreatePolicyVersion", "iam:DeletePolicyVersion",
 })
+
+
+# What setup reads to learn the real name and path of what it adopts (adopted_names).
+ADOPTION_READ_ACTIONS = frozenset({"iam:ListPolicies"})
 
 
 def now_utc() -> str:
@@ -238,3 +243,56 @@ def apply(
 
 def _action_name(method: str) -> str:
     return "".join(part.capitalize() for part in method.split("_")).replace("Mfa", "MFA")
+
+
+# --- what setup adopts: its real name and path ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Existing:
+    """A baseline entity that already exists, as IAM stores it."""
+
+    kind: str  # "group", "role" or "policy"
+    name: str  # with its real case
+    path: str
+    arn: str
+
+
+PARAMETERS = {"group": "AdminGroupName", "role": "AdminRoleName", "policy": "AssumeRolePolicyName"}
+
+
+def existing_entities(iam: Any, settings: Settings) -> list[Existing]:
+    """The admin group, role and assume policy that exist, with the real case of their names and
+    their paths. Found through list calls only: IAM authorizes a Get on the entity's stored ARN,
+    which the stack's policies may not name yet (that is what this looks for), and a list on "*"."""
+    found: list[Existing] = []
+    for kind, paginator, key, name_key, name, kwargs in (
+        ("group", "list_groups", "Groups", "GroupName", settings.admin_group, {}),
+        ("role", "list_roles", "Roles", "RoleName", settings.admin_role, {}),
+        ("policy", "list_policies", "Policies", "PolicyName", settings.assume_policy, {"Scope": "Local"}),
+    ):
+        pages = iam.get_paginator(paginator).paginate(**kwargs, PaginationConfig={"PageSize": 1000})
+        item = _find_case_insensitive(pages, key, name_key, name)
+        if item:
+            found.append(Existing(kind, str(item[name_key]), str(item.get("Path", "/")), str(item["Arn"])))
+    return found
+
+
+def adoption_problems(existing: Iterable[Existing], settings: Settings) -> list[str]:
+    """Why setup must not adopt what exists: the stack's policies name each baseline entity by
+    the parameter's exact case (IAM matches policy resources case-sensitively), at path / for the
+    role and the policy (the assume policy allows sts:AssumeRole on role/<name>); the group may
+    have any path (the stack's policies name group/<name> and group/*/<name>). Each problem is one
+    sentence saying which parameter value to set. Pure."""
+    wanted = {"group": settings.admin_group, "role": settings.admin_role, "policy": settings.assume_policy}
+    problems = []
+    for entity in existing:
+        parameter = PARAMETERS[entity.kind]
+        if entity.name != wanted[entity.kind]:
+            problems.append(f"{entity.kind} {entity.name} exists but the stack says {wanted[entity.kind]} (IAM "
+                            f"policies match names case-sensitively): set {parameter}={entity.name}")
+        elif entity.kind != "group" and entity.path != "/":
+            problems.append(f"{entity.kind} {entity.name} exists under path {entity.path}, which the baseline's "
+                            f"ARN {entity.kind}/{entity.name} does not match: set {parameter} to a name not in "
+                            f"use (setup creates it at path /)")
+    return problems

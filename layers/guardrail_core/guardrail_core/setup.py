@@ -35,6 +35,7 @@ class SetupResult:
     actions: list[Action] = field(default_factory=list)
     trail: str = ""
     trail_ok: bool = False
+    refused: str = ""  # why setup would not adopt what exists (one line, with the parameter to set)
 
     @property
     def failed(self) -> list[Action]:
@@ -46,7 +47,7 @@ class SetupResult:
 
     @property
     def compliant(self) -> bool:
-        return not self.failed and not self.held_back and (self.dry_run is False or not self.plan)
+        return not self.refused and not self.failed and not self.held_back and (self.dry_run is False or not self.plan)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -56,10 +57,13 @@ class SetupResult:
                          "undo": a.undo} for a in self.actions],
             "trail": self.trail,
             "trail_ok": self.trail_ok,
+            "refused": self.refused,
             "compliant": self.compliant,
         }
 
     def summary(self) -> str:
+        if self.refused:
+            return f"Setup stopped, nothing changed: {self.refused}."
         if not self.plan:
             return "Baseline already in place: nothing to change."
         done = sum(a.status is Status.SUCCEEDED for a in self.actions)
@@ -118,8 +122,8 @@ class Request:
     def worth_an_email(self, result: SetupResult) -> bool:
         """Deploys and hand runs report any change and a blind trail; the daily run only what it did."""
         if self.scheduled:
-            return any(a.status in (Status.SUCCEEDED, Status.FAILED) for a in result.actions)
-        return not self.dry_run and (bool(result.actions) or not result.trail_ok)
+            return bool(result.refused) or any(a.status in (Status.SUCCEEDED, Status.FAILED) for a in result.actions)
+        return not self.dry_run and (bool(result.actions) or not result.trail_ok or bool(result.refused))
 
 
 SCHEDULED = "scheduled"
@@ -143,6 +147,9 @@ def request_of(event: Any, settings: Settings) -> Request:
 
 def converge(settings: Settings, *, dry_run: bool, why_not: str = Request.why_not) -> SetupResult:
     iam = client("iam")
+    refused = iam_baseline.adoption_problems(iam_baseline.existing_entities(iam, settings), settings)
+    if refused:
+        return SetupResult(dry_run=dry_run, refused="; ".join(refused), trail="not checked: setup stopped")
     observed = iam_baseline.read(iam, settings, iam_baseline.EVERYTHING)
     changes = iam_baseline.converge_plan(iam, settings, observed)
     result = SetupResult(dry_run=dry_run, plan=describe(changes))
@@ -156,16 +163,22 @@ def converge(settings: Settings, *, dry_run: bool, why_not: str = Request.why_no
 
 def setup_finding(settings: Settings, result: SetupResult, *, scheduled: bool = False) -> Finding:
     """The email the owner gets after setup changed something or could not finish."""
-    if result.failed or result.held_back:
+    if result.refused:
+        severity, headline = Severity.HIGH, "Baseline setup stopped: a stack parameter must change"
+    elif result.failed or result.held_back:
         severity, headline = Severity.HIGH, "Baseline setup incomplete"
     elif not result.trail_ok:
         severity, headline = Severity.MEDIUM, "Baseline in place, but CloudTrail is not logging"
     else:
         severity, headline = Severity.INFO, "Baseline converged by the daily check" if scheduled else "Baseline set up"
-    steps = [result.trail] if not result.trail_ok else []
+    steps = [result.trail] if not result.trail_ok and not result.refused else []
+    if result.refused:
+        steps.append("Deploy again with the parameter values above (sam deploy --parameter-overrides "
+                     "Name=Value); setup then adopts what exists.")
     steps += [a.detail for a in result.held_back[:1]]
-    steps.append(f"Use admin rights by switching to role {settings.admin_role} with MFA: "
-                 f"https://signin.aws.amazon.com/switchrole?roleName={settings.admin_role}&account={settings.account_id}")
+    if not result.refused:
+        steps.append(f"Use admin rights by switching to role {settings.admin_role} with MFA: https://signin.aws."
+                     f"amazon.com/switchrole?roleName={settings.admin_role}&account={settings.account_id}")
     return Finding(
         id="baseline-setup", severity=severity, summary=headline, account_id=settings.account_id,
         region=settings.region, what_happened=result.summary(), actions=result.actions, next_steps=steps,
@@ -231,7 +244,7 @@ def handle_custom_resource(
         pool.shutdown(wait=False)
         return {"status": "FAILED", "reason": str(exc)}
     pool.shutdown(wait=False)
-    if result.failed:
+    if result.failed or result.refused:
         # Fail the deployment: CloudFormation rolls back and the reason says what to fix.
         send(event, "FAILED", result.summary(), {}, physical_id)
         return {"status": "FAILED", **result.to_dict()}

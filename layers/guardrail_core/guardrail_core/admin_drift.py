@@ -1,22 +1,22 @@
-"""Admin-access drift: admin rights granted outside the MFA-protected role, found and undone.
+"""Admin-access drift: the baseline's own objects converged; the words every admin-drift finding uses.
 
-`judge` is the detector's decision for one CloudTrail event (runtime.make_handler runs it):
+The detector's entry point is `admin_principals.judge` (runtime.make_handler runs it); this
+module classifies the events on the baseline and converges them; `admin_grants` judges grants:
 
 - an event on the baseline's own resources (the admin group, the admin role, the assume
   policy) names what was touched; that part is re-read from the account and converged with
   the setup function's own code (`iam_baseline.read` -> `converge_plan` -> `apply`), so the
   baseline has one definition;
-- admin rights granted around the role (AdministratorAccess, or a policy allowing `*` on `*`,
-  attached to or put inline on another user or group; a customer-managed policy whose new
-  default version does so) are confirmed from the account, alerted HIGH, and detached only
-  when DetachOtherAdminGrants is on; break-glass (exempt) users keep theirs.
+- events on other users, groups and customer policies are classified here (`Touch`) and judged
+  in `admin_grants` with the policy analyzer; the admin role also holds nothing but
+  AdministratorAccess (no other policy, no permissions boundary), and its trust nothing but the
+  MFA statement(s).
 
 Decisions are pure functions below; the few IAM reads are small adapters, one call each.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 from collections.abc import Callable, Mapping
@@ -26,32 +26,36 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from guardrail_core import iam_baseline
+from guardrail_core import grants as held_rights
+from guardrail_core import iam_baseline, policy
 from guardrail_core.alerts import cloudtrail_link, iam_console_link
 from guardrail_core.aws import client, is_not_found
-from guardrail_core.baseline import Change, Observed, grants_admin, load_document, trust_requires_mfa
+from guardrail_core.baseline import Change, Observed, load_document
 from guardrail_core.config import Settings
 from guardrail_core.events import CloudTrailEvent, Identity
 from guardrail_core.findings import Action, Finding, Severity, Status
 from guardrail_core.iam_baseline import GROUP_INLINE, GROUP_MANAGED, POLICY, ROLE, ROLE_POLICIES
-from guardrail_core.runtime import attempt_finding, logger
+from guardrail_core.runtime import logger
 from guardrail_core.triage import Triage, Verdict
 
 IAM_SOURCE = "iam.amazonaws.com"
 
 # Every IAM action this module may call (with iam_baseline's), for the least-privilege test.
-READ_ACTIONS = iam_baseline.READ_ACTIONS | frozenset({
+READ_ACTIONS = iam_baseline.READ_ACTIONS | held_rights.PRINCIPAL_READ_ACTIONS | frozenset({
     "iam:ListAttachedUserPolicies", "iam:GetUserPolicy", "iam:GetGroupPolicy", "iam:ListEntitiesForPolicy",
 })
 WRITE_ACTIONS = iam_baseline.WRITE_ACTIONS
-# Only with DetachOtherAdminGrants: admin rights removed from users and groups other than the baseline's.
+# Only with DetachOtherAdminGrants: admin rights removed from users, groups and roles other than the
+# baseline's (never from the guardrail's own roles: the template denies those).
 DETACH_OTHER_ACTIONS = frozenset({
     "iam:DetachUserPolicy", "iam:DeleteUserPolicy", "iam:DetachGroupPolicy", "iam:DeleteGroupPolicy",
+    "iam:DetachRolePolicy", "iam:DeleteRolePolicy",
 })
 
 GROUP_EVENTS = frozenset({"AttachGroupPolicy", "DetachGroupPolicy", "PutGroupPolicy", "DeleteGroupPolicy"})
 ROLE_EVENTS = frozenset({"UpdateAssumeRolePolicy", "UpdateRole", "AttachRolePolicy", "DetachRolePolicy",
-                         "PutRolePolicy", "DeleteRolePolicy", "DeleteRole"})
+                         "PutRolePolicy", "DeleteRolePolicy", "DeleteRole", "PutRolePermissionsBoundary",
+                         "DeleteRolePermissionsBoundary"})
 POLICY_EVENTS = frozenset({"CreatePolicyVersion", "SetDefaultPolicyVersion", "DeletePolicy"})
 GRANT_EVENTS = frozenset({"AttachUserPolicy", "PutUserPolicy", "AttachGroupPolicy", "PutGroupPolicy"})
 
@@ -68,10 +72,14 @@ PARTS: dict[str, frozenset[str]] = {
     "PutRolePolicy": frozenset({ROLE, ROLE_POLICIES}),
     "DeleteRolePolicy": frozenset({ROLE, ROLE_POLICIES}),
     "DeleteRole": frozenset({ROLE, ROLE_POLICIES}),
+    "PutRolePermissionsBoundary": frozenset({ROLE}),
+    "DeleteRolePermissionsBoundary": frozenset({ROLE}),
     "CreatePolicyVersion": frozenset({POLICY}),
     "SetDefaultPolicyVersion": frozenset({POLICY}),
     # A deleted policy was detached from the group first: re-create it and attach it again.
     "DeletePolicy": frozenset({POLICY, GROUP_MANAGED}),
+    # Another group renamed onto the admin group's name: everything it holds is judged.
+    "UpdateGroup": frozenset({GROUP_MANAGED, GROUP_INLINE}),
 }
 
 # Planned changes that close a door opened without MFA; the rest repair the MFA path itself.
@@ -99,6 +107,9 @@ class Kind(StrEnum):
     POLICY = "assume policy"  # the baseline's customer-managed policy
     USER_GRANT = "user"  # a policy attached to / put on any user
     GROUP_GRANT = "group"  # ... on any group other than the admin group
+    ROLE_GRANT = "role"  # ... on a role other than the admin role that people can assume without MFA
+    MEMBERSHIP = "membership"  # a user added to a group other than the admin group
+    GROUP_RENAME = "group rename"  # the admin group renamed away
     POLICY_VERSION = "policy"  # another customer-managed policy's default document changed
     NONE = "none"
 
@@ -112,12 +123,13 @@ class Touch:
     policy_arn: str = ""  # managed policy attached, detached or versioned
     policy_name: str = ""  # inline policy name
     reason: str = ""  # why the event touches nothing this detector judges
+    member: str = ""  # AddUserToGroup: the user added; UpdateGroup: the group's new name
 
     @property
     def resource(self) -> str:
-        if self.kind in (Kind.GROUP, Kind.GROUP_GRANT):
+        if self.kind in (Kind.GROUP, Kind.GROUP_GRANT, Kind.MEMBERSHIP, Kind.GROUP_RENAME):
             return f"group {self.name}"
-        if self.kind is Kind.ROLE:
+        if self.kind in (Kind.ROLE, Kind.ROLE_GRANT):
             return f"role {self.name}"
         if self.kind is Kind.USER_GRANT:
             return f"user {self.name}"
@@ -196,8 +208,10 @@ def attempt_is_relevant(event: CloudTrailEvent, touch: Touch, settings: Settings
     """Is a refused call worth a LOW note? Judged from the event alone: a refused call reads nothing."""
     if touch.kind in (Kind.GROUP, Kind.ROLE, Kind.POLICY):
         return True
-    if touch.kind in (Kind.USER_GRANT, Kind.GROUP_GRANT):
-        return is_administrator_access(touch.policy_arn, settings) or grants_admin(event_document(event))
+    if touch.kind in (Kind.USER_GRANT, Kind.GROUP_GRANT, Kind.ROLE_GRANT):
+        if touch.policy_arn:
+            return policy.managed_verdict(touch.policy_arn) is not None
+        return policy.analyze(event_document(event)).grants
     return False
 
 
@@ -237,9 +251,14 @@ def what_was_done(event: CloudTrailEvent, touch: Touch) -> str:
         "UpdateRole": f"maximum session of {where} set to {session} s" if session is not None
                       else f"{where} updated",
         "DeleteRole": f"{where} deleted",
+        "PutRolePermissionsBoundary": f"permissions boundary {policy_name(event.param('permissionsBoundary'))} "
+                                      f"set on {where}",
+        "DeleteRolePermissionsBoundary": f"permissions boundary removed from {where}",
         "CreatePolicyVersion": f"new version of {where}",
         "SetDefaultPolicyVersion": f"default version of {where} changed",
         "DeletePolicy": f"{where} deleted",
+        "AddUserToGroup": f"user {touch.member} added to {where}",
+        "UpdateGroup": f"group {event.param('groupName')} renamed to {event.param('newGroupName')}",
     }
     return phrases.get(n, f"{n} on {where}")
 
@@ -345,9 +364,17 @@ def outcome(actions: list[Action]) -> str:
 # --- the baseline's own resources: converge the part the event touched ------------------
 
 
-def drift_line(change: Change, observed: Observed, settings: Settings) -> str:
-    """What the account shows that the change fixes, in owner's words."""
+def drift_line(change: Change, observed: Observed, settings: Settings,
+               verdict: policy.PolicyVerdict | None = None) -> str:
+    """What the account shows that the change fixes, in owner's words (`verdict`: of the policy removed)."""
     params, call = change.params, change.call
+    if verdict is not None and not verdict.grants and call in ("detach_group_policy", "delete_group_policy"):
+        label = policy_name(str(params.get("PolicyArn", ""))) or f"inline policy {params.get('PolicyName')}"
+        meaning = ("it only denies: it gives nobody any right, but the baseline's group holds nothing but the "
+                   "assume policy (a Deny there can also stop members from reaching the admin role)"
+                   if verdict.kind == policy.DENY_ONLY else
+                   f"{verdict.describe()}; the baseline's group holds nothing but the assume policy")
+        return f"Group {params.get('GroupName', settings.admin_group)} holds {label}: {meaning}."
     group, role, assume = params.get("GroupName", settings.admin_group), settings.admin_role, settings.assume_policy
     if observed.role is not None:
         role = observed.role.name
@@ -365,6 +392,12 @@ def drift_line(change: Change, observed: Observed, settings: Settings) -> str:
                        f"{settings.session_seconds} s.",
         "attach_role_policy": f"Role {role} no longer has AdministratorAccess: the MFA path leads to no admin rights.",
         "create_role": f"Role {role} does not exist: there is no MFA path to admin.",
+        "delete_role_permissions_boundary": f"Role {role} has a permissions boundary: it caps what the admin role "
+                                            "may do, so the MFA path may lead to less than admin.",
+        "detach_role_policy": f"Role {role} holds {policy_name(str(params.get('PolicyArn', '')))} besides "
+                              "AdministratorAccess: another policy can only narrow the admin role (a Deny).",
+        "delete_role_policy": f"Role {role} has inline policy {params.get('PolicyName')}: another policy can only "
+                              "narrow the admin role (a Deny).",
         "create_policy": f"Policy {assume} does not exist: group members cannot assume role {role}.",
         "create_policy_version": f"The default version of policy {assume} is not the baseline document "
                                  f"(sts:AssumeRole on {role} only): group members get whatever it allows, without MFA.",
@@ -375,21 +408,33 @@ def drift_line(change: Change, observed: Observed, settings: Settings) -> str:
 def baseline_finding(
     event: CloudTrailEvent, settings: Settings, verdict: Triage, touch: Touch,
     observed: Observed, changes: list[Change], actions: list[Action],
+    removed: Mapping[int, policy.PolicyVerdict] | None = None,
 ) -> Finding:
-    ranked = sorted(changes, key=lambda c: c.call not in HIGH_CALLS)
-    severity = Severity.HIGH if ranked[0].call in HIGH_CALLS else Severity.MEDIUM
-    finding_id = FINDING_IDS.get(ranked[0].call, "admin-path-broken")
+    """`removed`: the analyzer's verdict on a policy a change removes (by index in `changes`), where known."""
+    removed = removed or {}
+
+    def high(i: int, change: Change) -> bool:  # a deny-only policy on the group opens no door
+        return change.call in HIGH_CALLS and (i not in removed or removed[i].kind != policy.DENY_ONLY)
+
+    ranked = sorted(range(len(changes)), key=lambda i: not high(i, changes[i]))
+    severity = Severity.HIGH if high(ranked[0], changes[ranked[0]]) else Severity.MEDIUM
+    ranked_changes = [changes[i] for i in ranked]
+    finding_id = FINDING_IDS.get(ranked_changes[0].call, "admin-path-broken")
+    if severity is Severity.MEDIUM and ranked_changes[0].call in HIGH_CALLS:
+        finding_id = "admin-group-extra-policy"
     actor, ident = short_actor(event.identity), event.identity
     done = what_was_done(event, touch)
     where = f" from {event.source_ip}" if event.source_ip else ""
     what = [f"{ident.display} ({ident.type or 'unknown identity'}) made this change: {done} "
             f"({event.event_name}, {event.event_time or 'time unknown'}{where})."]
     what.append(f"The guardrail re-read the {touch.kind.value} from the account: "
-                + " ".join(drift_line(c, observed, settings) for c in changes))
+                + " ".join(drift_line(c, observed, settings, removed.get(i)) for i, c in enumerate(changes)))
     if severity is Severity.HIGH:
         what.append(f"The baseline allows admin rights only through role {settings.admin_role}, with MFA.")
     if verdict.verdict is Verdict.NOTIFY_ONLY:
-        what.append(f"{actor} is an exempt (break-glass) principal: the change is reported, never undone.")
+        what.append("Made by root, the account's recovery path: the change is reported, never undone."
+                    if event.identity.is_root else
+                    f"{actor} is an exempt (break-glass) principal: the change is reported, never undone.")
     steps = _baseline_steps(event, settings, changes, actions)
     links = [cloudtrail_link(event.aws_region or event.region, event.event_id)] if event.event_id else []
     links.append(_console_link(touch, settings))
@@ -397,7 +442,8 @@ def baseline_finding(
         event, id=finding_id, severity=severity,
         summary=f"{outcome(actions)}: {done} by {actor}",
         what_happened=" ".join(what), actions=actions, next_steps=steps, links=links,
-        mode=f"{settings.mode}; exempt principal: report only" if verdict.verdict is Verdict.NOTIFY_ONLY else "",
+        mode=(f"{settings.mode}; {'root' if event.identity.is_root else 'exempt principal'}: report only"
+              if verdict.verdict is Verdict.NOTIFY_ONLY else ""),
     )
 
 
@@ -417,8 +463,7 @@ def _baseline_steps(event: CloudTrailEvent, settings: Settings, changes: list[Ch
                      + "; ".join(by_hand(failed)))
     elif not_done and not held:
         steps.append("If the change was not intended, undo it by hand: " + "; ".join(by_hand(not_done)))
-    steps.append(f"If you did not make or expect this change, treat {event.identity.display} as compromised: "
-                 "review its other recent activity in CloudTrail and rotate its credentials.")
+    steps.append(compromise_step(event, settings))
     if any(c.call == "update_role" for c in changes):
         steps.append("To allow longer (or shorter) admin sessions on purpose, set the stack parameter "
                      "AdminSessionSeconds (900 to 43200) and run sam deploy.")
@@ -460,176 +505,51 @@ def converge_touched(event: CloudTrailEvent, settings: Settings, verdict: Triage
         return []
     allowed, why_not = may_write(settings, verdict)
     actions = iam_baseline.apply(iam, changes, allowed=allowed, not_allowed_reason=why_not)
-    return [baseline_finding(event, settings, verdict, touch, observed, changes, actions)]
+    removed = removed_verdicts(iam, event, changes)  # for the email's words: after the write, not before
+    return [baseline_finding(event, settings, verdict, touch, observed, changes, actions, removed)]
 
 
-# --- admin rights granted around the role ------------------------------------------------
+def removed_verdicts(iam: Any, event: CloudTrailEvent, changes: list[Change]) -> dict[int, policy.PolicyVerdict]:
+    """The analyzer's verdict on each policy the plan removes from the admin group, where it can be known.
 
-
-_USER_ARN = re.compile(r"^arn:aws[\w-]*:iam::(\d{12}):user/(?:.*/)?([^/]+)$", re.IGNORECASE)
-
-
-def user_exempt(settings: Settings, name: str) -> bool:
-    """A break-glass user? Events name users without their path, so match exempt user ARNs by name."""
-    for exempt in settings.exempt_principals:
-        match = _USER_ARN.match(exempt)
-        if match and match.group(1) == settings.account_id and match.group(2) == name.lower():
-            return True
-    return False
-
-
-@dataclass(frozen=True)
-class Grant:
-    """Admin rights held by a user or group outside the baseline, confirmed from the account."""
-
-    kind: Kind  # USER_GRANT or GROUP_GRANT
-    name: str
-    policy_arn: str = ""  # managed
-    policy_name: str = ""  # inline
-    document: str = ""  # inline document as read back (for the undo command)
-
-    @property
-    def label(self) -> str:
-        return policy_name(self.policy_arn) if self.policy_arn else f"inline policy {self.policy_name}"
-
-    def removal(self, settings: Settings) -> Change:
-        noun = self.kind.value  # "user" / "group"
-        target = settings.iam_arn(noun, self.name)
-        name_key = "UserName" if self.kind is Kind.USER_GRANT else "GroupName"
-        if self.policy_arn:
-            return Change(
-                f"Detach {self.label} from {noun} {self.name}", target, f"detach_{noun}_policy",
-                {name_key: self.name, "PolicyArn": self.policy_arn},
-                undo=f"aws iam attach-{noun}-policy --{noun}-name {self.name} --policy-arn {self.policy_arn}",
-                removes_admin_path=True,
-            )
-        document = self.document if len(self.document) <= 1000 else "file://<the document from the CloudTrail event>"
-        return Change(
-            f"Delete {self.label} from {noun} {self.name}", target, f"delete_{noun}_policy",
-            {name_key: self.name, "PolicyName": self.policy_name},
-            undo=f"aws iam put-{noun}-policy --{noun}-name {self.name} --policy-name {self.policy_name} "
-                 f"--policy-document {shlex.quote(document)}",
-            removes_admin_path=True,
-        )
-
-
-def remove_grants(iam: Any, settings: Settings, verdict: Triage, grants: list[Grant]) -> list[Action]:
-    """Detach/delete each grant when DetachOtherAdminGrants allows it; exempt users keep theirs.
-
-    A grant may be someone's only way to admin: it is removed only while the MFA path to admin
-    (group -> assume policy -> MFA role with AdministratorAccess, a member with an MFA device) is intact.
+    Managed: the list or the default version (two reads, once per policy); inline: the event's own
+    document when the event put that very policy (the account's copy is deleted by then).
     """
-    allowed, why_not = may_write(settings, verdict)
-    if allowed and not settings.detach_other_admin:
-        allowed, why_not = False, ("DetachOtherAdminGrants is false: reported only. Set it to true to have the "
-                                   "guardrail remove such grants")
-    actions: list[Action] = []
-    gap: str | None = None  # read once, only when a removal is about to happen
-    for grant in grants:
-        change = grant.removal(settings)
-        if grant.kind is Kind.USER_GRANT and user_exempt(settings, grant.name):
-            actions.append(Action(change.name, change.target, Status.SKIPPED,
-                                  detail=f"user {grant.name} is an exempt (break-glass) principal: "
-                                         "it keeps its rights"))
-            continue
-        if allowed and grant.kind is Kind.GROUP_GRANT:
-            exempt = exempt_in_group(iam, settings, grant.name)
-            if exempt:
-                actions.append(Action(change.name, change.target, Status.SKIPPED,
-                                      detail=f"exempt member {exempt} of group {grant.name} (break-glass): "
-                                             "the group keeps its rights"))
-                continue
-        if allowed:
-            if gap is None:
-                gap = mfa_path_gap(iam, settings)
-            if gap:
-                actions.append(Action(change.name, change.target, Status.SKIPPED,
-                                      detail=f"held back to avoid a lockout: {gap}; this grant may be the only "
-                                             "way to admin"))
-                continue
-        actions += iam_baseline.apply(iam, [change], allowed=allowed, not_allowed_reason=why_not)
-    return actions
+    out: dict[int, policy.PolicyVerdict] = {}
+    cache: dict[str, policy.PolicyVerdict] = {}
+    for i, change in enumerate(changes):
+        if change.call == "detach_group_policy":
+            judged = held_rights.managed_verdict(iam, str(change.params.get("PolicyArn", "")), cache)
+            if judged is not None:
+                out[i] = judged
+        elif change.call == "delete_group_policy" and event.event_name == "PutGroupPolicy" \
+                and _same(event.param("policyName"), str(change.params.get("PolicyName", ""))):
+            document = event_document(event)
+            if document:
+                out[i] = policy.analyze(document)
+    return out
 
 
-def exempt_in_group(iam: Any, settings: Settings, group: str) -> str:
-    """'user x' / 'group x' when the group or one of its members is exempt; '' otherwise (or group gone)."""
-    try:
-        for page in iam.get_paginator("get_group").paginate(GroupName=group):
-            arn = str(page.get("Group", {}).get("Arn", ""))
-            if settings.is_exempt(arn, settings.iam_arn("group", group)):
-                return f"group {group}"
-            for user in page.get("Users", []):
-                name = str(user.get("UserName", ""))
-                if settings.is_exempt(str(user.get("Arn", ""))) or user_exempt(settings, name):
-                    return f"user {name}"
-    except ClientError as exc:
-        if is_not_found(exc):
-            return ""
-        raise
-    return ""
+# --- words shared by every admin-drift finding ---------------------------------------------
 
 
-def mfa_path_gap(iam: Any, settings: Settings) -> str:
-    """What breaks the MFA path to admin now ('' when intact): group, assume policy, member with MFA, role."""
-    group = iam_baseline.read_group(iam, settings.admin_group, managed=True, inline=False)
-    if group is None:
-        return f"group {settings.admin_group} does not exist"
-    if not any(_same(p.arn, settings.assume_policy_arn) for p in group.attached or []):
-        return f"group {group.name} does not hold policy {settings.assume_policy}"
-    if iam_baseline.find_member_with_mfa(iam, group.name) is None:
-        return f"no member of group {group.name} has an MFA device"
-    role = iam_baseline.read_role(iam, settings.admin_role, policies=True)
-    if role is None:
-        return f"role {settings.admin_role} does not exist"
-    if not trust_requires_mfa(role.trust, settings):
-        return f"the trust policy of role {role.name} does not require MFA"
-    if not any(is_administrator_access(p.arn, settings) for p in role.attached or []):
-        return f"role {role.name} does not have AdministratorAccess"
-    return ""
+def mfa_admin_session(event: CloudTrailEvent, settings: Settings) -> bool:
+    """Made in a session of the MFA-protected admin role, opened with MFA: an administrator acting."""
+    ident = event.identity
+    return ident.type == "AssumedRole" and _same(ident.session_issuer_arn, settings.admin_role_arn) \
+        and ident.mfa_authenticated
 
 
-def grant_finding(event: CloudTrailEvent, settings: Settings, verdict: Triage, headline: str, because: str,
-                  grants: list[Grant], actions: list[Action], extra: list[Action] | None = None,
-                  also_held_by: list[str] | None = None) -> Finding:
-    """`actions` pair with `grants`; `extra`: the admin group's baseline actions, when it holds the policy too."""
-    actor, ident = short_actor(event.identity), event.identity
-    where = f" from {event.source_ip}" if event.source_ip else ""
-    held = [f"{g.kind.value} {g.name}" for g in grants] + (also_held_by or [])
-    what = (f"{ident.display} ({ident.type or 'unknown identity'}) made this change: {headline} "
-            f"({event.event_name}, {event.event_time or 'time unknown'}{where}). {because} "
-            f"So {', '.join(held)} hold{'s' if len(held) == 1 else ''} admin rights without the MFA-protected role "
-            f"{settings.admin_role}: the baseline allows admin rights only through that role, with MFA.")
-    if verdict.verdict is Verdict.NOTIFY_ONLY:
-        what += f" {actor} is an exempt (break-glass) principal: the change is reported, never undone."
-    removals = [g.removal(settings) for g in grants]
-    not_done = [c for c, a in zip(removals, actions, strict=True) if a.status is not Status.SUCCEEDED]
-    steps = []
-    if any("lockout" in a.detail for a in actions):
-        steps.append(f"First repair the MFA path to admin (a member of group {settings.admin_group} with an MFA "
-                     f"device; the group holding {settings.assume_policy}; role {settings.admin_role} with an MFA "
-                     "trust and AdministratorAccess: invoke the setup function), so removing the grant locks "
-                     "nobody out.")
-    if not_done:
-        steps.append("If the grant was not intended, remove it by hand: " + "; ".join(by_hand(not_done)))
-    steps.append(f"If someone needs admin rights, add them to group {settings.admin_group}, enrol an MFA device "
-                 f"for them, and have them switch to role {settings.admin_role}.")
-    steps.append(f"If you did not make or expect this change, treat {ident.display} as compromised: review its "
-                 "other recent activity in CloudTrail and rotate its credentials.")
-    steps.append("To keep such a grant on purpose: list the user in ExemptPrincipalArns (break-glass users keep "
-                 "their admin rights and are never acted on); DetachOtherAdminGrants=false reports grants "
-                 "without removing them.")
-    links = [cloudtrail_link(event.aws_region or event.region, event.event_id)] if event.event_id else []
-    links += [iam_console_link("users" if g.kind is Kind.USER_GRANT else "groups", g.name) for g in grants]
-    all_actions = actions + (extra or [])
-    return Finding.for_event(
-        event, id="admin-granted-outside-role", severity=Severity.HIGH,
-        summary=f"{outcome(all_actions)}: {headline} by {actor}",
-        what_happened=what, actions=all_actions, next_steps=steps, links=links,
-        mode=f"{settings.mode}; exempt principal: report only" if verdict.verdict is Verdict.NOTIFY_ONLY else "",
-    )
-
-
-# adapters: one IAM call each
+def compromise_step(event: CloudTrailEvent, settings: Settings) -> str:
+    """What to do if nobody expected the change; no "compromised" verdict on an MFA admin session."""
+    ident = event.identity
+    if mfa_admin_session(event, settings):
+        session = ident.arn.rsplit("/", 1)[-1] if ident.arn.count("/") >= 2 else "unknown"
+        return (f"This was done in an MFA-authenticated session of role {settings.admin_role} (session name "
+                f"{session}): most likely an administrator's mistake or a deliberate change. If nobody expected it, "
+                "ask that administrator, and review the session's other activity in CloudTrail.")
+    return (f"If you did not make or expect this change, treat {ident.display} as compromised: review its "
+            "other recent activity in CloudTrail and rotate its credentials.")
 
 
 def has_mfa_device(iam: Any, user: str) -> bool:
@@ -640,131 +560,6 @@ def has_mfa_device(iam: Any, user: str) -> bool:
         if is_not_found(exc):
             return False
         raise
-
-
-def read_default_document(iam: Any, arn: str) -> tuple[dict[str, Any], int] | None:
-    """(default version's document, attachment count) of a managed policy; None when it is gone."""
-    try:
-        policy = iam.get_policy(PolicyArn=arn)["Policy"]
-        version = iam.get_policy_version(PolicyArn=arn, VersionId=policy["DefaultVersionId"])["PolicyVersion"]
-    except ClientError as exc:
-        if is_not_found(exc):
-            return None
-        raise
-    return load_document(version.get("Document")), int(policy.get("AttachmentCount", 0))
-
-
-def attached_arn(iam: Any, kind: Kind, name: str, arn: str) -> str | None:
-    """The policy's ARN as attached to the user/group now, or None when it is no longer attached."""
-    try:
-        if kind is Kind.USER_GRANT:
-            response = iam.list_attached_user_policies(UserName=name)
-        else:
-            response = iam.list_attached_group_policies(GroupName=name)
-    except ClientError as exc:
-        if is_not_found(exc):
-            return None
-        raise
-    # At most 20 managed policies per user or group: one page.
-    return next((str(p["PolicyArn"]) for p in response.get("AttachedPolicies", []) if _same(p["PolicyArn"], arn)),
-                None)
-
-
-def inline_document(iam: Any, kind: Kind, name: str, inline: str) -> str | None:
-    """The inline policy's document as the account holds it now (JSON), or None when it is gone."""
-    try:
-        if kind is Kind.USER_GRANT:
-            response = iam.get_user_policy(UserName=name, PolicyName=inline)
-        else:
-            response = iam.get_group_policy(GroupName=name, PolicyName=inline)
-    except ClientError as exc:
-        if is_not_found(exc):
-            return None
-        raise
-    return json.dumps(load_document(response.get("PolicyDocument")))
-
-
-def policy_holders(iam: Any, arn: str) -> tuple[list[str], list[str]]:
-    """(users, groups) the managed policy is attached to (roles are not judged here)."""
-    users: list[str] = []
-    groups: list[str] = []
-    for page in iam.get_paginator("list_entities_for_policy").paginate(PolicyArn=arn):
-        users += [u["UserName"] for u in page.get("PolicyUsers", [])]
-        groups += [g["GroupName"] for g in page.get("PolicyGroups", [])]
-    return users, groups
-
-
-def judge_grant(event: CloudTrailEvent, settings: Settings, verdict: Triage, touch: Touch) -> list[Finding]:
-    """A policy attached to / put on a user or another group: admin rights around the role?"""
-    iam = client("iam")
-    done = what_was_done(event, touch)
-    if touch.policy_arn:
-        if is_administrator_access(touch.policy_arn, settings):
-            because = "AdministratorAccess allows every action on every resource."
-        elif is_aws_managed(touch.policy_arn, settings):
-            logger.info("no admin grant", extra={"reason": f"{done}: an AWS-managed policy other than "
-                                                           "AdministratorAccess (none allows * on *)"})
-            return []
-        else:
-            read = read_default_document(iam, touch.policy_arn)
-            if read is None or not grants_admin(read[0]):
-                logger.info("no admin grant", extra={"reason": f"{done}: its default version does not allow * on *"
-                                                     if read else f"{done}: the policy no longer exists"})
-                return []
-            because = f"The default version of {policy_name(touch.policy_arn)} allows every action on every resource."
-        arn = attached_arn(iam, touch.kind, touch.name, touch.policy_arn)
-        if arn is None:
-            logger.info("no admin grant", extra={"reason": f"{done}: no longer attached (decided from the account)"})
-            return []
-        grant = Grant(touch.kind, touch.name, policy_arn=arn)
-    else:
-        in_event = event_document(event)
-        if in_event and not grants_admin(in_event):
-            logger.info("no admin grant", extra={"reason": f"{done}: the document does not allow * on *"})
-            return []
-        document = inline_document(iam, touch.kind, touch.name, touch.policy_name)
-        if document is None or not grants_admin(document):
-            logger.info("no admin grant", extra={"reason": f"{done}: the account's copy "
-                                                 + ("is gone" if document is None else "does not allow * on *")})
-            return []
-        because = (f"Inline policy {touch.policy_name}, as the account holds it now, allows every action "
-                   "on every resource.")
-        grant = Grant(touch.kind, touch.name, policy_name=touch.policy_name, document=document)
-    actions = remove_grants(iam, settings, verdict, [grant])
-    return [grant_finding(event, settings, verdict, done, because, [grant], actions)]
-
-
-def judge_policy_version(event: CloudTrailEvent, settings: Settings, verdict: Triage, touch: Touch) -> list[Finding]:
-    """Another customer-managed policy's default document changed: does it now grant admin to people?"""
-    name = policy_name(touch.policy_arn)
-    if event.event_name == "CreatePolicyVersion" and not _truthy(event.request.get("setAsDefault")):
-        logger.info("no admin grant",
-                    extra={"reason": f"new version of {name} not set as default: nothing in effect changed"})
-        return []
-    iam = client("iam")
-    read = read_default_document(iam, touch.policy_arn)
-    if read is None or read[1] == 0 or not grants_admin(read[0]):
-        why = ("the policy no longer exists" if read is None else "it is attached to nothing" if read[1] == 0
-               else "its default version does not allow * on *")
-        logger.info("no admin grant", extra={"reason": f"{what_was_done(event, touch)}: {why}"})
-        return []
-    users, groups = policy_holders(iam, touch.policy_arn)
-    admin_groups = [g for g in groups if _same(g, settings.admin_group)]
-    grants = [Grant(Kind.USER_GRANT, u, policy_arn=touch.policy_arn) for u in users]
-    grants += [Grant(Kind.GROUP_GRANT, g, policy_arn=touch.policy_arn) for g in groups if g not in admin_groups]
-    if not grants and not admin_groups:
-        logger.info("no admin grant", extra={"reason": f"{name} grants admin but only roles hold it (not judged)"})
-        return []
-    actions = remove_grants(iam, settings, verdict, grants)
-    extra: list[Action] = []
-    for group in admin_groups:  # the admin group holds it: baseline drift, converged with the lockout guard
-        observed = iam_baseline.read(iam, settings, {GROUP_MANAGED}, group_name=group)
-        allowed, why_not = may_write(settings, verdict)
-        extra += iam_baseline.apply(iam, iam_baseline.converge_plan(iam, settings, observed),
-                                    allowed=allowed, not_allowed_reason=why_not)
-    because = "Its default version now allows every action on every resource, and people hold it."
-    return [grant_finding(event, settings, verdict, what_was_done(event, touch), because, grants, actions,
-                          extra, also_held_by=[f"group {g}" for g in admin_groups])]
 
 
 # --- held-back steps, finished once safe ----------------------------------------------------
@@ -814,26 +609,3 @@ def finish_held_back(event: CloudTrailEvent, settings: Settings, verdict: Triage
         what_happened=what, actions=actions, next_steps=steps,
         links=[iam_console_link("groups", group)],
     )]
-
-
-# --- the judge ----------------------------------------------------------------------------
-
-
-def judge(event: CloudTrailEvent, settings: Settings, verdict: Triage) -> list[Finding]:
-    """The admin-drift detector's decision for one (triaged) CloudTrail event."""
-    if event.event_name in HELD_BACK_EVENTS and event.event_source == IAM_SOURCE:
-        return finish_held_back(event, settings, verdict)
-    touch = classify(event, settings)
-    if touch.kind is Kind.NONE:
-        logger.info("event not judged", extra={"reason": touch.reason})
-        return []
-    if verdict.verdict is Verdict.ATTEMPT:
-        if not attempt_is_relevant(event, touch, settings):
-            logger.info("event not judged", extra={"reason": f"{verdict.reason}; and it did not concern admin rights"})
-            return []
-        return [attempt_finding(event, what_was_done(event, touch))]
-    if touch.kind in (Kind.GROUP, Kind.ROLE, Kind.POLICY):
-        return converge_touched(event, settings, verdict, touch)
-    if touch.kind is Kind.POLICY_VERSION:
-        return judge_policy_version(event, settings, verdict, touch)
-    return judge_grant(event, settings, verdict, touch)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from guardrail_core import iam_baseline
+from guardrail_core import iam_baseline, inventory
 from guardrail_core.aws import client, error_code
 from guardrail_core.baseline import describe
 from guardrail_core.config import Settings
@@ -36,6 +36,7 @@ class SetupResult:
     trail: str = ""
     trail_ok: bool = False
     refused: str = ""  # why setup would not adopt what exists (one line, with the parameter to set)
+    admin_grants: list[str] = field(default_factory=list)  # inventory lines: admin rights outside the baseline
 
     @property
     def failed(self) -> list[Action]:
@@ -58,6 +59,7 @@ class SetupResult:
             "trail": self.trail,
             "trail_ok": self.trail_ok,
             "refused": self.refused,
+            "admin_grants": self.admin_grants,
             "compliant": self.compliant,
         }
 
@@ -123,7 +125,8 @@ class Request:
         """Deploys and hand runs report any change and a blind trail; the daily run only what it did."""
         if self.scheduled:
             return bool(result.refused) or any(a.status in (Status.SUCCEEDED, Status.FAILED) for a in result.actions)
-        return not self.dry_run and (bool(result.actions) or not result.trail_ok or bool(result.refused))
+        return not self.dry_run and (bool(result.actions) or not result.trail_ok or bool(result.refused)
+                                     or bool(result.admin_grants))
 
 
 SCHEDULED = "scheduled"
@@ -158,6 +161,8 @@ def converge(settings: Settings, *, dry_run: bool, why_not: str = Request.why_no
         result.trail_ok, result.trail = check_trail(client("cloudtrail", settings.region))
     except Exception as exc:  # the trail check informs; it must not fail the setup
         result.trail = f"Could not check CloudTrail ({error_code(exc)}); make sure a multi-region trail is logging."
+    held, unread = inventory.take(iam, settings)  # who else holds admin rights: in the email below
+    result.admin_grants = inventory.lines(held, unread)
     return result
 
 
@@ -171,6 +176,8 @@ def setup_finding(settings: Settings, result: SetupResult, *, scheduled: bool = 
         severity, headline = Severity.MEDIUM, "Baseline in place, but CloudTrail is not logging"
     else:
         severity, headline = Severity.INFO, "Baseline converged by the daily check" if scheduled else "Baseline set up"
+    if result.admin_grants and severity is Severity.INFO:
+        severity, headline = Severity.HIGH, "Baseline in place; admin rights held outside it"
     steps = [result.trail] if not result.trail_ok and not result.refused else []
     if result.refused:
         steps.append("Deploy again with the parameter values above (sam deploy --parameter-overrides "
@@ -181,8 +188,9 @@ def setup_finding(settings: Settings, result: SetupResult, *, scheduled: bool = 
                      f"amazon.com/switchrole?roleName={settings.admin_role}&account={settings.account_id}")
     return Finding(
         id="baseline-setup", severity=severity, summary=headline, account_id=settings.account_id,
-        region=settings.region, what_happened=result.summary(), actions=result.actions, next_steps=steps,
-        mode="setup",
+        region=settings.region, what_happened=result.summary(), actions=result.actions,
+        next_steps=steps + inventory.steps(bool(result.admin_grants), settings),
+        mode="setup", items=result.admin_grants,
     )
 
 

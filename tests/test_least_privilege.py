@@ -52,6 +52,9 @@ def granted(s: Stack, function: str) -> dict[str, list[dict[str, Any]]]:
     """action -> the statements granting it, for the function's role."""
     out: dict[str, list[dict[str, Any]]] = {}
     for statement in s.role_statements(s.functions()[function].role):
+        if statement["Effect"] == "Deny":  # only-from-its-function: tests/test_self_protection.py
+            assert statement["Condition"]["Null"] == {"lambda:SourceFunctionArn": "false"}
+            continue
         assert statement["Effect"] == "Allow" and "NotAction" not in statement and "NotResource" not in statement
         for action in as_list(statement["Action"]):
             assert "*" not in action, f"{function}: wildcard action {action}"
@@ -150,6 +153,9 @@ def test_resources_are_exact_wherever_iam_allows(function: str, params: str) -> 
         if action == "iam:AttachRolePolicy":
             only_admin = {"ArnEquals": {"iam:PolicyARN": ADMINISTRATOR_ACCESS_ARN}}
             assert all(st["Condition"] == only_admin for st in statements)
+        if action == "iam:AttachGroupPolicy":
+            only_assume = {"ArnEquals": {"iam:PolicyARN": policy}}
+            assert all(st["Condition"] == only_assume for st in statements), function
         if action == "iam:AttachUserPolicy":
             assert all(st["Condition"] == {"ArnEquals": {"iam:PolicyARN": quarantine}} for st in statements), function
 

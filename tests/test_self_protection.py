@@ -110,7 +110,7 @@ def test_a_function_created_with_a_guardrail_role_is_critical_and_its_calls_are_
             assert {r.function for r in account.route(event)} == {"SelfProtectFunction"}, (role, call)
             inv = account.invoke("SelfProtectFunction", event)
             assert [(f["id"], f["severity"]) for f in inv.findings] == [("guardrail-tampered", "CRITICAL")]
-            assert "guardrail role given to a function" in inv.notifications[0]["message"]
+            assert "function given a guardrail role" in inv.notifications[0]["message"]
     # Case-variant ARN (IAM names are case-insensitive): still seen.
     shouted = create_function_event(f"{ROLE_PATH.replace('account-guardrail/', 'ACCOUNT-GUARDRAIL/')}"
                                     f"{STACK_NAME.upper()}-SETUP", name="evil-2")

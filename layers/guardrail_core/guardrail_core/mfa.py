@@ -167,6 +167,16 @@ def admin_session(ident: Identity, settings: Settings) -> bool:
     return settings.is_exempt(ident.arn, ident.session_issuer_arn)
 
 
+def short_actor(ident: Identity) -> str:
+    """'bob', 'admin-mfa/phoebe', 'root': who, in a few characters (subjects)."""
+    if ident.is_root:
+        return "root"
+    if ident.user_name:
+        return ident.user_name
+    tail = ident.arn.split(":assumed-role/", 1)
+    return tail[1] if len(tail) == 2 else (ident.arn.rsplit("/", 1)[-1] or ident.type or "unknown")
+
+
 def takeover_reason(ident: Identity, settings: Settings, user: str) -> str:
     """Why a new credential for `user` (an admin-group member) is suspect; '' when it is not:
     made with MFA by the user themselves or by an MFA-authenticated admin session."""
@@ -628,7 +638,7 @@ def judge_mfa_enabled(event: CloudTrailEvent, settings: Settings, verdict: Triag
         serial = event.param("serialNumber")[:256] or "serial not recorded"
         return [Finding.for_event(
             event, id="mfa-quarantine-kept-unconfirmed", severity=Severity.HIGH if unvouched else Severity.MEDIUM,
-            summary=f"MFA device enabled for quarantined {user} by {actor}: quarantine kept",
+            summary=f"MFA device enabled for quarantined {user} by {short_actor(event.identity)}: quarantine kept",
             what_happened=(f"{actor} called EnableMFADevice for IAM user {user}, who is quarantined. A device "
                            f"enabled by anyone but an MFA-authenticated {settings.admin_role} session could be a "
                            "thief's, so the quarantine stays."),

@@ -162,7 +162,7 @@ def touched(event: CloudTrailEvent, settings: Settings) -> Touched | None:
         name = function_name(given)
         role = _param(request, "role")
         if role_event(name_) and role and settings.is_guardrail_role_name(role):
-            return Touched("guardrail role given to a function", f"{name or 'a function'} (role {role})")
+            return Touched("function given a guardrail role", f"{name or '(unnamed)'}, role {role.rsplit('/', 1)[-1]}")
         return Touched("function", name) if lambda_event(name_) and ours(name) and _arn_account_ok(
             given, settings) else None
     if name_ not in EVENTS.get(source, frozenset()):
@@ -231,7 +231,7 @@ _WHY = {
     "alert topic": "alerts may stop reaching you (this one may not arrive either)",
     "alert key": "every alert is encrypted with this key: disabled, deleted or locked away, SNS can deliver no alert "
                  "at all (this one may not arrive either)",
-    "guardrail role given to a function": "code running with a guardrail role acts with the guardrail's rights; "
+    "function given a guardrail role": "code running with a guardrail role acts with the guardrail's rights; "
                                           "before this change it would have passed for the guardrail itself",
     "role": "a guardrail role changed can stop a function from acting, or give it rights it should not have",
     "managed policy": "the shared permissions or the MFA quarantine policy no longer say what the stack says",
@@ -251,7 +251,7 @@ def _fix(event: CloudTrailEvent, thing: Touched, settings: Settings) -> list[str
         steps.append(f"Put the key back: aws kms enable-key --key-id {thing.name} ; aws kms cancel-key-deletion "
                      f"--key-id {thing.name} (then enable it again) ; a replaced key policy is restored by redeploying "
                      "the stack.")
-    elif thing.kind == "guardrail role given to a function":
+    elif thing.kind == "function given a guardrail role":
         steps.append("Find the function in the Lambda console (or aws lambda list-functions), look at what it did "
                      "in CloudTrail (its calls are judged like anyone's), then delete it or give it its own role. "
                      "The role's only-from-its-function policy denies calls from any other function's code.")
@@ -284,7 +284,7 @@ def short_name(name: str, settings: Settings) -> str:
 
 
 def tamper_finding(event: CloudTrailEvent, settings: Settings, thing: Touched) -> Finding:
-    action = lambda_event(event.event_name) or event.event_name
+    action = lambda_event(event.event_name) or role_event(event.event_name) or event.event_name
     detail = ""
     attribute = _param(event.request, "attributeName")
     if attribute:

@@ -32,6 +32,7 @@ NO_RESOURCE_ACTIONS = frozenset({
     "iam:GenerateCredentialReport", "iam:GetCredentialReport", "iam:GetAccountSummary",
     "iam:GetAccountPasswordPolicy", "iam:ListVirtualMFADevices",
     "cloudtrail:DescribeTrails", "cloudtrail:ListTrails", "cloudtrail:LookupEvents",
+    "sns:GetSubscriptionAttributes", "sns:SetSubscriptionAttributes",
 })
 READ_VERBS = ("Get", "List", "Describe", "Generate", "Lookup")
 
@@ -90,17 +91,20 @@ def test_notify_modes_and_the_kill_switch_grant_no_write(function: str, params: 
 def test_setup_is_the_one_role_that_writes_whatever_the_modes() -> None:
     """Setup is the owner's own deliberate converge (at deploy, or invoked by hand with a dry run
     first): no mode or kill switch applies to it, and its writes are pinned to the baseline's ARNs
-    (test below)."""
+    (test below), plus the repair of the owner's alert subscription (subscribe only the owner's
+    address, by email: tests/test_subscription.py)."""
     writes = {a for a in granted(stack("kill-switch"), "SetupFunction") if is_write(a)}
-    from guardrail_core import iam_baseline
+    from guardrail_core import iam_baseline, subscription
 
     assert writes == iam_baseline.WRITE_ACTIONS
+    sns_writes = {a for a in granted(stack("kill-switch"), "SetupFunction") if a in subscription.WRITE_ACTIONS}
+    assert sns_writes == subscription.WRITE_ACTIONS
 
 
 def test_every_adapter_with_declarations_belongs_to_a_function() -> None:
     layer = REPO_ROOT / "layers" / "guardrail_core" / "guardrail_core"
     declaring = {p.stem for p in layer.glob("*.py") if re.search(r"^(READ|WRITE)_ACTIONS\b", p.read_text(), re.M)}
-    claimed = {module for module, _ in DETECTOR_MODULES.values()} | {"iam_baseline"}
+    claimed = {module for module, _ in DETECTOR_MODULES.values()} | {"iam_baseline", "subscription"}
     assert declaring <= claimed
 
 

@@ -5,6 +5,7 @@ Direct invocation: {"dry_run": true} returns the plan without changing anything;
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from guardrail_core import setup
@@ -23,11 +24,21 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
         dry_run = bool(event.get("dry_run")) if isinstance(event, dict) else False
         result = setup.converge(settings, dry_run=dry_run)
         logger.info("baseline converged", extra={"result": result.to_dict()})
+        findings = []
         if not dry_run and (result.actions or not result.trail_ok):
+            findings.append(setup.setup_finding(settings, result))
+        check = result.subscription
+        if check and check.status in ("repaired", "failed") and not dry_run:
+            # Said through every channel still subscribed (chat, another address) and the log; a
+            # pending confirmation is in the setup email's steps instead.
+            logger.warning("alert subscription", extra={"status": check.status, "detail": check.detail})
+            found = check.finding(settings, datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+            findings += [found] if found else []
+        for finding in findings:
             try:
-                publish(client("sns"), settings.alert_topic_arn, setup.setup_finding(settings, result))
+                publish(client("sns"), settings.alert_topic_arn, finding)
             except Exception:  # the email informs; failing it must not fail the setup
-                logger.exception("setup summary email not sent")
+                logger.exception("setup email not sent", extra={"finding": finding.id})
         return result
 
     if setup.is_custom_resource_event(event):

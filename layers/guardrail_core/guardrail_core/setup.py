@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from guardrail_core import iam_baseline
+from guardrail_core import iam_baseline, subscription
 from guardrail_core.aws import client, error_code
 from guardrail_core.baseline import describe
 from guardrail_core.config import Settings
@@ -32,6 +32,7 @@ class SetupResult:
     actions: list[Action] = field(default_factory=list)
     trail: str = ""
     trail_ok: bool = False
+    subscription: subscription.SubscriptionCheck | None = None
 
     @property
     def failed(self) -> list[Action]:
@@ -53,6 +54,8 @@ class SetupResult:
                          "undo": a.undo} for a in self.actions],
             "trail": self.trail,
             "trail_ok": self.trail_ok,
+            "subscription": {"status": self.subscription.status, "detail": self.subscription.detail}
+            if self.subscription else None,
             "compliant": self.compliant,
         }
 
@@ -116,6 +119,11 @@ def converge(settings: Settings, *, dry_run: bool) -> SetupResult:
         result.trail_ok, result.trail = check_trail(client("cloudtrail", settings.region))
     except Exception as exc:  # the trail check informs; it must not fail the setup
         result.trail = f"Could not check CloudTrail ({error_code(exc)}); make sure a multi-region trail is logging."
+    try:  # the owner's alert subscription: there, confirmed, unfiltered (repaired unless a dry run)
+        result.subscription = subscription.check(client("sns"), settings, repair=not dry_run)
+    except Exception as exc:  # informs too; a deployment never fails on it
+        result.subscription = subscription.SubscriptionCheck("failed", f"Could not check the alert subscription "
+                                                                       f"({error_code(exc)}).")
     return result
 
 
@@ -128,6 +136,9 @@ def setup_finding(settings: Settings, result: SetupResult) -> Finding:
     else:
         severity, headline = Severity.INFO, "Baseline set up"
     steps = [result.trail] if not result.trail_ok else []
+    if result.subscription and result.subscription.status == "pending":
+        steps.append("Confirm the alert subscription: open the email from AWS Notifications and click "
+                     "'Confirm subscription'. Until then no alert reaches you.")
     steps += [a.detail for a in result.held_back[:1]]
     steps.append(f"Use admin rights by switching to role {settings.admin_role} with MFA: "
                  f"https://signin.aws.amazon.com/switchrole?roleName={settings.admin_role}&account={settings.account_id}")

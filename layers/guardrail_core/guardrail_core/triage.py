@@ -68,7 +68,8 @@ def triage(
                       f"{event.event_name} in {event.region}: this event is only recorded in {sorted(regions)}")
     ident = event.identity
     if own_session(ident, settings):
-        return Triage(Verdict.IGNORE, f"made by the guardrail's own function ({ident.arn}) (no loops)")
+        return Triage(Verdict.IGNORE, f"made by the guardrail's own role, in its own function's session "
+                                      f"({ident.arn}) (no loops)")
     if event.failed:
         return Triage(Verdict.ATTEMPT, f"call failed with {event.error_code}: nothing changed")
     if settings.is_exempt(ident.arn, ident.session_issuer_arn):

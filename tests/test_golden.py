@@ -164,6 +164,29 @@ def _bob_quarantined(iam: Any) -> None:
     iam.attach_user_policy(UserName="bob", PolicyArn=f"arn:aws:iam::{ACCOUNT_ID}:policy/account-guardrail-mfa-required")
 
 
+# An administrator enrolling a user's device: an MFA-authenticated admin-mfa session (issue 14).
+ADMIN_SESSION = {
+    "type": "AssumedRole", "principalId": "AROAEXAMPLEADMINMFA:phoebe",
+    "arn": f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/admin-mfa/phoebe", "accountId": ACCOUNT_ID,
+    "sessionContext": {"sessionIssuer": {"type": "Role", "arn": f"arn:aws:iam::{ACCOUNT_ID}:role/admin-mfa"},
+                       "attributes": {"mfaAuthenticated": "true"}},
+}
+
+
+def _bob_joins_then_enrols(iam: Any) -> None:
+    _bob_joins(iam)
+    serial = iam.create_virtual_mfa_device(VirtualMFADeviceName="bob-phone")["VirtualMFADevice"]["SerialNumber"]
+    iam.enable_mfa_device(UserName="bob", SerialNumber=serial, AuthenticationCode1="123456",
+                          AuthenticationCode2="654321")
+
+
+def _tamper(source: str, name: str, params: dict[str, Any]) -> dict[str, Any]:
+    raw = event("tamper-rule-disabled", eventSource=f"{source}.amazonaws.com", eventName=name,
+                requestParameters=params)
+    raw["source"] = f"aws.{source}"
+    return raw
+
+
 def _stop_trail(iam: Any) -> None:
     boto3.client("cloudtrail").stop_logging(Name="management-events")
 
@@ -256,12 +279,20 @@ CASES: dict[str, Case] = {
                                      _bob_joins),
     "user-without-mfa.quarantine-no-grace": Case({"MfaMode": "quarantine", "MfaGraceHours": "0"}, "MfaDriftFunction",
                                                  lambda: event("mfa-admin-group-member-added"), _bob_joins),
-    "mfa-quarantine-lifted.quarantine": Case({"MfaMode": "quarantine"}, "MfaDriftFunction",
-                                             lambda: event("mfa-device-enabled"), _bob_quarantined_then_enrols),
+    "mfa-quarantine-lifted.quarantine": Case(
+        {"MfaMode": "quarantine"}, "MfaDriftFunction",
+        lambda: with_identity(event("mfa-device-enabled"), ADMIN_SESSION), _bob_quarantined_then_enrols),
     "mfa-quarantine-kept.quarantine": Case({"MfaMode": "quarantine"}, "MfaDriftFunction",
-                                           lambda: event("mfa-device-enabled"), _bob_quarantined),
-    "mfa-quarantine-still-attached.notify": Case({}, "MfaDriftFunction", lambda: event("mfa-device-enabled"),
+                                           lambda: with_identity(event("mfa-device-enabled"), ADMIN_SESSION),
+                                           _bob_quarantined),
+    "mfa-quarantine-kept-unconfirmed.quarantine": Case({"MfaMode": "quarantine"}, "MfaDriftFunction",
+                                                       lambda: event("mfa-device-enabled"),
+                                                       _bob_quarantined_then_enrols),
+    "mfa-quarantine-still-attached.notify": Case({}, "MfaDriftFunction",
+                                                 lambda: with_identity(event("mfa-device-enabled"), ADMIN_SESSION),
                                                  _bob_quarantined_then_enrols),
+    "admin-credential-takeover.notify": Case({}, "MfaDriftFunction", lambda: event("mfa-device-enabled"),
+                                             _bob_joins_then_enrols),
     # --- the daily MFA sweep ------------------------------------------------------------------
     "mfa-sweep.notify": Case({}, "MfaSweepFunction", lambda: load_event(EVENTS_DIR / "mfa-sweep-scheduled.json")),
     "mfa-sweep.quarantine": Case({"MfaMode": "quarantine"}, "MfaSweepFunction",
@@ -308,6 +339,17 @@ CASES: dict[str, Case] = {
     "guardrail-tampered.rule-disabled": Case({}, "SelfProtectFunction", lambda: event("tamper-rule-disabled")),
     "guardrail-tampered.function-changed": Case({}, "SelfProtectFunction",
                                                 lambda: event("tamper-function-config-changed")),
+    "guardrail-tampered.role-borrowed": Case({}, "SelfProtectFunction", lambda: event(
+        "tamper-function-config-changed", eventName="CreateFunction20150331", requestParameters={
+            "functionName": "quiet-helper", "runtime": "python3.13", "handler": "app.handler",
+            "role": f"arn:aws:iam::{ACCOUNT_ID}:role/account-guardrail/account-guardrail-admin-drift"})),
+    "guardrail-tampered.subscription-filtered": Case({}, "SelfProtectFunction", lambda: _tamper(
+        "sns", "SetSubscriptionAttributes", {
+            "subscriptionArn": f"arn:aws:sns:us-east-1:{ACCOUNT_ID}:account-guardrail-alerts:"
+                               "0b1e5a3c-6d2f-4a8e-9c71-2f5d8e3b4a90",
+            "attributeName": "FilterPolicy", "attributeValue": '{"severity": ["none"]}'})),
+    "guardrail-tampered.alert-key-disabled": Case({}, "SelfProtectFunction", lambda: _tamper(
+        "kms", "DisableKey", {"keyId": "00000000-0000-0000-0000-000000000000"})),
     "guardrail-tamper-attempt.refused": Case({}, "SelfProtectFunction",
                                              lambda: _refused(event("tamper-rule-disabled"))),
     # --- setup (every deploy) --------------------------------------------------------------------

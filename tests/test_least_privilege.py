@@ -32,6 +32,7 @@ NO_RESOURCE_ACTIONS = frozenset({
     "iam:GenerateCredentialReport", "iam:GetCredentialReport", "iam:GetAccountSummary",
     "iam:GetAccountPasswordPolicy", "iam:ListVirtualMFADevices", "iam:GetAccountAuthorizationDetails",
     "cloudtrail:DescribeTrails", "cloudtrail:ListTrails", "cloudtrail:LookupEvents",
+    "sns:GetSubscriptionAttributes", "sns:SetSubscriptionAttributes",
 })
 READ_VERBS = ("Get", "List", "Describe", "Generate", "Lookup")
 
@@ -52,8 +53,10 @@ def granted(s: Stack, function: str) -> dict[str, list[dict[str, Any]]]:
     """action -> the statements granting it, for the function's role."""
     out: dict[str, list[dict[str, Any]]] = {}
     for statement in s.role_statements(s.functions()[function].role):
-        if statement["Effect"] == "Deny":  # only takes away (e.g. the guardrail's own roles): not a grant
-            assert "NotAction" not in statement and "NotResource" not in statement and "Condition" not in statement
+        if statement["Effect"] == "Deny":  # only takes away: the guardrail's own roles kept out of
+            # DetachOtherAdminGrants (unconditional), or only-from-its-function (tests/test_self_protection.py)
+            assert "NotAction" not in statement and "NotResource" not in statement
+            assert "Condition" not in statement or statement["Condition"]["Null"] == {"lambda:SourceFunctionArn": "false"}
             continue
         assert statement["Effect"] == "Allow" and "NotAction" not in statement and "NotResource" not in statement
         for action in as_list(statement["Action"]):
@@ -90,17 +93,20 @@ def test_notify_modes_and_the_kill_switch_grant_no_write(function: str, params: 
 def test_setup_is_the_one_role_that_writes_whatever_the_modes() -> None:
     """Setup is the owner's own deliberate converge (at deploy, or invoked by hand with a dry run
     first): no mode or kill switch applies to it, and its writes are pinned to the baseline's ARNs
-    (test below)."""
+    (test below), plus the repair of the owner's alert subscription (subscribe only the owner's
+    address, by email: tests/test_subscription.py)."""
     writes = {a for a in granted(stack("kill-switch"), "SetupFunction") if is_write(a)}
-    from guardrail_core import iam_baseline
+    from guardrail_core import iam_baseline, subscription
 
     assert writes == iam_baseline.WRITE_ACTIONS
+    sns_writes = {a for a in granted(stack("kill-switch"), "SetupFunction") if a in subscription.WRITE_ACTIONS}
+    assert sns_writes == subscription.WRITE_ACTIONS
 
 
 def test_every_adapter_with_declarations_belongs_to_a_function() -> None:
     layer = REPO_ROOT / "layers" / "guardrail_core" / "guardrail_core"
     declaring = {p.stem for p in layer.glob("*.py") if re.search(r"^(READ|WRITE)_ACTIONS\b", p.read_text(), re.M)}
-    claimed = {module for module, _ in DETECTOR_MODULES.values()} | {"iam_baseline"}
+    claimed = {module for module, _ in DETECTOR_MODULES.values()} | {"iam_baseline", "subscription"}
     assert declaring <= claimed
 
 
@@ -154,6 +160,9 @@ def test_resources_are_exact_wherever_iam_allows(function: str, params: str) -> 
         if action == "iam:AttachRolePolicy":
             only_admin = {"ArnEquals": {"iam:PolicyARN": ADMINISTRATOR_ACCESS_ARN}}
             assert all(st["Condition"] == only_admin for st in statements)
+        if action == "iam:AttachGroupPolicy":
+            only_assume = {"ArnEquals": {"iam:PolicyARN": policy}}
+            assert all(st["Condition"] == only_assume for st in statements), function
         if action == "iam:AttachUserPolicy":
             assert all(st["Condition"] == {"ArnEquals": {"iam:PolicyARN": quarantine}} for st in statements), function
 

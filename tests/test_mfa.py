@@ -45,9 +45,22 @@ SIGNINS_WITHOUT_MFA = {
 }
 # IAM records the MFA rule must see: a console password created, root enabling its own MFA.
 # (The corpus AddUserToGroup adds Bob to a group called "admin", not the admin group.)
+# Access keys created and passwords reset: the takeover signal for admin-group members.
 IAM_RECORDS_ROUTED = {
     "raw/stratus-red-team/CreateLoginProfile-1.json",
     "raw/awsdocs-cloudtrail-user-guide/EnableMFADevice-1.json",
+    "raw/stratus-red-team/CreateAccessKey-1.json",
+    "raw/stratus-red-team/CreateAccessKey-2.json",
+    "raw/stratus-red-team/UpdateLoginProfile-1.json",
+    "raw/panther-analysis/UpdateLoginProfile-1.json",
+    "raw/panther-analysis/UpdateLoginProfile-2.json",
+    "raw/panther-analysis/UpdateLoginProfile-3.json",
+    "raw/panther-analysis/CreateAccessKey-1.json",
+    "raw/panther-analysis/CreateAccessKey-2.json",
+    "raw/panther-analysis/CreateAccessKey-3.json",
+    "raw/panther-analysis/CreateAccessKey-4.json",
+    "raw/panther-analysis/CreateAccessKey-6.json",
+    "raw/panther-analysis/CreateAccessKey-7.json",
 }
 
 
@@ -91,7 +104,7 @@ def attached(user: str) -> list[str]:
 
 
 def iam_event(name: str, params: dict[str, Any], *, actor: str = "phoebe", error: str | None = None,
-              event_time: str = "2026-11-28T09:14:03Z") -> dict[str, Any]:
+              event_time: str = "2026-11-28T09:14:03Z", mfa: bool = True) -> dict[str, Any]:
     """An IAM API-call event in the shape of events/mfa-device-deactivated.json, for another call."""
     event = load_event(EVENTS_DIR / "mfa-device-deactivated.json")
     detail = event["detail"]
@@ -100,6 +113,7 @@ def iam_event(name: str, params: dict[str, Any], *, actor: str = "phoebe", error
     detail["eventTime"] = event_time
     detail["userIdentity"]["userName"] = actor
     detail["userIdentity"]["arn"] = f"arn:aws:iam::{ACCOUNT_ID}:user/{actor}"
+    detail["userIdentity"]["sessionContext"] = {"attributes": {"mfaAuthenticated": str(mfa).lower()}}
     detail["eventID"] = f"{name}-{'-'.join(str(v) for v in params.values())}-{error}"
     event["id"] = detail["eventID"]
     if error:
@@ -114,12 +128,26 @@ def deactivate_phoebe() -> dict[str, Any]:
     return load_event(EVENTS_DIR / "mfa-device-deactivated.json")
 
 
-def enable_mfa(user: str, serial: str) -> dict[str, Any]:
-    iam().enable_mfa_device(UserName=user, SerialNumber=serial, AuthenticationCode1="123456",
-                            AuthenticationCode2="654321")
+ADMIN_SESSION = {
+    "type": "AssumedRole", "principalId": "AROAEXAMPLEADMINMFA:phoebe",
+    "arn": f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/admin-mfa/phoebe", "accountId": ACCOUNT_ID,
+    "sessionContext": {"sessionIssuer": {"type": "Role", "arn": f"arn:aws:iam::{ACCOUNT_ID}:role/admin-mfa"},
+                       "attributes": {"mfaAuthenticated": "true"}},
+}
+
+
+def enable_mfa(user: str, serial: str, *, by_admin: bool = True, in_account: bool = True) -> dict[str, Any]:
+    """EnableMFADevice for `user`: by an MFA-authenticated admin-role session (the way an
+    administrator enrols a device), or as in events/mfa-device-enabled.json (bob's own session
+    without MFA)."""
+    if in_account:
+        iam().enable_mfa_device(UserName=user, SerialNumber=serial, AuthenticationCode1="123456",
+                                AuthenticationCode2="654321")
     event = load_event(EVENTS_DIR / "mfa-device-enabled.json")
-    event["id"] = f"enable-{user}-{serial}"
+    event["id"] = f"enable-{user}-{serial}-{by_admin}"
     event["detail"]["requestParameters"] = {"userName": user, "serialNumber": serial}
+    if by_admin:
+        event["detail"]["userIdentity"] = copy.deepcopy(ADMIN_SESSION)
     return event
 
 
@@ -283,7 +311,8 @@ def test_new_console_password_starts_the_grace_period(guardrail: LocalGuardrail)
     inv = guardrail.invoke(FUNCTION, envelope(retarget(record)))
     assert [(f["id"], f["severity"]) for f in inv.findings] == [("mfa-grace-started", "LOW")]
     assert inv.findings[0]["summary"].endswith("enrol by 2024-08-02 13:42 UTC")  # eventTime + 24 h
-    assert aws_calls(inv) == ["iam:ListMFADevices", "sns:Publish"] and writes(inv) == []
+    # The takeover check: a password created without MFA, for a user outside the admin group.
+    assert aws_calls(inv) == ["iam:ListGroupsForUser", "iam:ListMFADevices", "sns:Publish"] and writes(inv) == []
 
 
 def test_admin_group_member_without_mfa_starts_the_grace_period(guardrail: LocalGuardrail) -> None:
@@ -317,9 +346,10 @@ def test_quarantine_attached_then_lifted_when_mfa_is_enabled(quarantine: LocalGu
     text = " ".join(inv.notifications[0]["message"].split())
     assert "[DONE] Quarantine: attach account-guardrail-mfa-required to phoebe" in text
     assert f"aws iam detach-user-policy --user-name phoebe --policy-arn {QUARANTINE_ARN}" in text
-    assert "lifted automatically when phoebe enables an MFA device" in text
+    assert "phoebe cannot enrol an MFA device themselves: an administrator does it" in text
+    assert "aws iam create-virtual-mfa-device --virtual-mfa-device-name phoebe" in text
 
-    lifted = quarantine.invoke(FUNCTION, enable_mfa("phoebe", PHOEBE_MFA))
+    lifted = quarantine.invoke(FUNCTION, enable_mfa("phoebe", PHOEBE_MFA))  # by an MFA admin session
     assert [(f["id"], f["severity"]) for f in lifted.findings] == [("mfa-quarantine-lifted", "INFO")]
     # Lifted only after reading that phoebe has a device now (events may arrive out of order).
     assert aws_calls(lifted) == ["iam:ListAttachedUserPolicies", "iam:ListMFADevices", "iam:DetachUserPolicy",
@@ -334,8 +364,7 @@ def test_quarantine_is_kept_when_the_user_has_no_mfa_device_now(quarantine: Loca
     """EnableMFADevice arrives after the device was removed again (out of order): no device, no lift."""
     quarantine.invoke(FUNCTION, deactivate_phoebe())
     assert attached("phoebe") == [QUARANTINE_ARN]
-    event = load_event(EVENTS_DIR / "mfa-device-enabled.json")  # the account still shows no device
-    event["detail"]["requestParameters"] = {"userName": "phoebe", "serialNumber": PHOEBE_MFA}
+    event = enable_mfa("phoebe", PHOEBE_MFA, in_account=False)  # the account still shows no device
 
     kept = quarantine.invoke(FUNCTION, event)
 
@@ -359,13 +388,13 @@ def test_quarantine_only_the_quarantine_policy_and_only_once(quarantine: LocalGu
 def test_signin_quarantines_only_after_the_grace_period(quarantine: LocalGuardrail) -> None:
     signin = load_event(EVENTS_DIR / "signin-iam-user-without-mfa.json")
     inv = quarantine.invoke(FUNCTION, signin)  # bob's password was set moments ago
-    assert aws_calls(inv) == ["iam:GetLoginProfile", "sns:Publish"] and attached("bob") == []
+    assert aws_calls(inv) == ["iam:ListMFADevices", "iam:GetLoginProfile", "sns:Publish"] and attached("bob") == []
     assert inv.actions[0]["status"] == "skipped" and "grace period" in inv.actions[0]["detail"]
     _age_user("bob", hours=25)
     later = copy.deepcopy(signin)
     later["id"] = "another-sign-in"
     inv = quarantine.invoke(FUNCTION, later)
-    assert aws_calls(inv) == ["iam:GetLoginProfile", "iam:AttachUserPolicy", "sns:Publish"]
+    assert aws_calls(inv) == ["iam:ListMFADevices", "iam:GetLoginProfile", "iam:AttachUserPolicy", "sns:Publish"]
     assert attached("bob") == [QUARANTINE_ARN]
 
 
@@ -444,17 +473,13 @@ def test_quarantine_mode_grants_only_the_quarantine_policy() -> None:
                 assert statement["Resource"] == f"arn:aws:iam::{ACCOUNT_ID}:user/*"
 
 
-def test_quarantine_policy_lets_the_user_enrol_and_nothing_else_without_mfa() -> None:
+def test_quarantine_policy_only_denies() -> None:
+    """A policy without Allow can never give a session a right it did not have (the whole point)."""
     stack = Stack()
     document = stack.resolve(stack.resources["MfaQuarantinePolicy"]["Properties"]["PolicyDocument"])
-    deny = next(s for s in document["Statement"] if s["Effect"] == "Deny")
-    assert deny["Resource"] == "*"
-    assert deny["Condition"] == {"BoolIfExists": {"aws:MultiFactorAuthPresent": "false"}}
-    assert {"iam:CreateVirtualMFADevice", "iam:EnableMFADevice", "iam:ChangePassword",
-            "sts:GetSessionToken"} <= set(deny["NotAction"])
-    assert "iam:DeactivateMFADevice" not in deny["NotAction"]
-    own = [s for s in document["Statement"] if s["Effect"] == "Allow" and "user/${aws:username}" in str(s["Resource"])]
-    assert own and all(s["Resource"] == f"arn:aws:iam::{ACCOUNT_ID}:user/${{aws:username}}" for s in own)
+    assert [s["Effect"] for s in document["Statement"]] == ["Deny"]
+    assert document["Statement"][0]["Action"] == "*" and document["Statement"][0]["Resource"] == "*"
+    assert "Condition" not in document["Statement"][0]  # with MFA too: a thief's device must not lift it
 
 
 # --- bad input -------------------------------------------------------------------------------------
@@ -512,7 +537,8 @@ def test_the_guardrails_own_quarantine_calls_are_never_judged_again(quarantine: 
     for name in ("AttachUserPolicy", "DetachUserPolicy", "DeactivateMFADevice"):
         event = iam_event(name, {"userName": "bob", "policyArn": QUARANTINE_ARN})
         event["detail"]["userIdentity"] = {
-            "type": "AssumedRole", "arn": f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/account-guardrail-mfa-drift/x",
+            "type": "AssumedRole",
+            "arn": f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/account-guardrail-mfa-drift/account-guardrail-mfa-drift",
             "accountId": ACCOUNT_ID, "sessionContext": {"sessionIssuer": {"type": "Role", "arn": role}}}
         own.append(event)
     assert [routed_to_mfa(quarantine, e) for e in own] == [[], [], ["MfaChange"]]

@@ -125,17 +125,20 @@ def test_parse_report_of_the_real_shape() -> None:
     assert users["ci-deploy"].arn.endswith(":user/ci/ci-deploy") and not users["ci-deploy"].password_enabled
     assert users["ci-deploy"].password_last_changed is None  # "N/A"
     assert users["alice"].active_access_keys == 1 and users["alice"].mfa_active
-    # The grace period runs from the later of creation and the last password change.
-    assert users["dave"].password_since == datetime(2026, 11, 28, 4, 0, tzinfo=UTC)
+    # The grace period runs from the first console password, never from the last change: the report
+    # only tells the user's creation (a lower bound), so dave (old user, password changed 2 h ago)
+    # is one the sweep must ask GetLoginProfile about.
+    assert users["dave"].password_since == datetime(2022, 1, 1, 0, 0, tzinfo=UTC)
+    assert users["dave"].password_may_be_new(NOW, 24) and not users["bob"].password_may_be_new(NOW, 24)
 
 
 def test_grace_period_is_honoured() -> None:
     users = mfa_sweep.parse_report(REPORT).users
     flagged, in_grace = mfa_sweep.select_offenders(users, NOW, 24)
-    assert [u.name for u in flagged] == ["bob"]
-    assert [u.name for u in in_grace] == ["dave", "erin"]  # password set 2 h and 10 h ago
+    assert [u.name for u in flagged] == ["bob", "dave"]  # dave: a password change is not a new grace
+    assert [u.name for u in in_grace] == ["erin"]  # a new user, password set 10 h ago
     flagged, in_grace = mfa_sweep.select_offenders(users, NOW, 6)
-    assert [u.name for u in flagged] == ["bob", "erin"] and [u.name for u in in_grace] == ["dave"]
+    assert [u.name for u in flagged] == ["bob", "dave", "erin"] and in_grace == []
     flagged, in_grace = mfa_sweep.select_offenders(users, NOW, 0)
     assert [u.name for u in flagged] == ["bob", "dave", "erin"] and in_grace == []
 
@@ -181,9 +184,39 @@ def test_flagged_users_are_confirmed_because_the_report_can_be_stale() -> None:
     settings = load_settings({"ACCOUNT_ID": "111122223333", "MFA_GRACE_HOURS": "24"})
     result = mfa_sweep.run(stub, settings, NOW, lambda: 300_000)
     assert stub.calls == ["GenerateCredentialReport", "GetCredentialReport", "GetAccountSummary",
-                          "ListMFADevices:bob"]
-    assert result.offenders == [] and result.enrolled_since_report == ["bob"]
+                          "ListMFADevices:bob", "ListMFADevices:dave"]
+    assert result.offenders == [] and result.enrolled_since_report == ["bob", "dave"]
     assert mfa_sweep.digest(result, settings, NOW) is None  # nothing to report: no email
+
+
+class NoMfaIam(StaleReportIam):
+    """The report's users have no MFA device; dave's login profile was created `profile_age` ago."""
+
+    def __init__(self, profile_age: timedelta) -> None:
+        super().__init__()
+        self.profile_age = profile_age
+
+    def list_mfa_devices(self, UserName: str) -> dict[str, Any]:
+        self.calls.append(f"ListMFADevices:{UserName}")
+        return {"MFADevices": []}
+
+    def get_login_profile(self, UserName: str) -> dict[str, Any]:
+        self.calls.append(f"GetLoginProfile:{UserName}")
+        return {"LoginProfile": {"UserName": UserName, "CreateDate": NOW - self.profile_age}}
+
+
+@pytest.mark.parametrize(("profile_age", "dave_due"), [(timedelta(days=400), True), (timedelta(hours=3), False)])
+def test_grace_counts_from_the_first_password_never_from_a_change(profile_age: timedelta, dave_due: bool) -> None:
+    """Issue 13 item 6: a 400-day-old console user without MFA whose password changed 2 h ago is
+    due (the change does not restart the grace); a first password added 3 h ago to an old user is not."""
+    stub = NoMfaIam(profile_age)
+    settings = load_settings({"ACCOUNT_ID": "111122223333", "MFA_GRACE_HOURS": "24"})
+    result = mfa_sweep.run(stub, settings, NOW, lambda: 300_000)
+    # One GetLoginProfile, and only for the user the report leaves ambiguous.
+    assert [c for c in stub.calls if c.startswith("GetLoginProfile")] == ["GetLoginProfile:dave"]
+    assert ("dave" in [o.user.name for o in result.offenders]) is dave_due
+    assert ("dave" in [u.name for u in result.in_grace]) is not dave_due
+    assert "bob" in [o.user.name for o in result.offenders]  # created 2025, password never changed since
 
 
 # --- the sweep on a local account -----------------------------------------------------------------------------
@@ -212,7 +245,7 @@ def test_digest_lists_offenders_past_grace_only(account: LocalGuardrail, no_wait
     body = mail["message"]
     found = body.split("FOUND (")[1].split("\n\n")[0].splitlines()[1:]
     assert len(found) == 2
-    assert found[0].startswith("  - bob: console password since ") and "no MFA device" in found[0]
+    assert found[0].startswith("  - bob: user since ") and "no MFA device" in found[0]
     assert "last console sign-in never" in found[0]
     assert found[1].startswith("  - not yet due - within the grace period: new0000 (until ")
     assert "phoebe" not in body and "svc0000" not in body
@@ -277,7 +310,7 @@ def test_quarantine_mode_fences_in_confirmed_offenders_except_exempt() -> None:
         assert attached(carol) == [QUARANTINE_ARN] and attached("bob") == []
         assert attached("phoebe") == []
         body = inv.notifications[0]["message"]
-        assert "bob: console password since" in body and "exempt principal (never quarantined)" in body
+        assert "bob: user since" in body and "exempt principal (never quarantined)" in body
         flat = " ".join(body.split())
         assert f"[DONE] Quarantine: attach account-guardrail-mfa-required to {carol}" in flat
         assert f"To undo: aws iam detach-user-policy --user-name {carol} --policy-arn {QUARANTINE_ARN}" in flat

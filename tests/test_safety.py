@@ -278,7 +278,8 @@ def replay_own_writes(local: LocalGuardrail, inv: Invocation, role_arn: str) -> 
     assert own, "the scenario made no write to replay"
     out: list[Invocation] = []
     for n, call in enumerate(own):
-        _, invocations = local.dispatch(own_event(call, role_arn, inv.function, n))
+        # Lambda names the role session after the function: the deployed function's name.
+        _, invocations = local.dispatch(own_event(call, role_arn, local.functions[inv.function].name, n))
         out += [i for i in invocations if function_landed(i.function)]
     return out
 

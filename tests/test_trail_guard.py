@@ -386,7 +386,9 @@ def test_no_loop_the_guardrails_own_restart_is_not_judged(guardrail: LocalGuardr
     assert all(r.function != FUNCTION for r in guardrail.route(event))
     own = load_event(EVENTS_DIR / "trail-stopped.json")
     role = guardrail.stack.get_att("TrailGuardRole", "Arn")
-    own["detail"]["userIdentity"] = {"type": "AssumedRole", "arn": "arn:aws:sts::123456789012:assumed-role/x/y",
-                                     "sessionContext": {"sessionIssuer": {"type": "Role", "arn": role}}}
+    session = guardrail.functions[FUNCTION].name  # Lambda names the role session after the function
+    own["detail"]["userIdentity"] = {
+        "type": "AssumedRole", "arn": f"arn:aws:sts::123456789012:assumed-role/account-guardrail-trail-guard/{session}",
+        "sessionContext": {"sessionIssuer": {"type": "Role", "arn": role}}}
     inv = guardrail.invoke(FUNCTION, own)
     assert inv.result["status"] == "ignored" and aws_calls(inv) == []

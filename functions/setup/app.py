@@ -6,6 +6,7 @@ the daily schedule's {"converge": "scheduled"} converges when remediation is on.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from guardrail_core import setup
@@ -24,12 +25,21 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
         request = setup.request_of(event, settings)
         result = setup.converge(settings, dry_run=request.dry_run, why_not=request.why_not)
         logger.info("baseline converged", extra={"result": result.to_dict(), "scheduled": request.scheduled})
+        findings = []
         if request.worth_an_email(result):
+            findings.append(setup.setup_finding(settings, result, scheduled=request.scheduled))
+        check = result.subscription
+        if check and check.status in ("repaired", "failed") and not request.dry_run:
+            # Said through every channel still subscribed (chat, another address) and the log; a
+            # pending confirmation is in the setup email's steps instead.
+            logger.warning("alert subscription", extra={"status": check.status, "detail": check.detail})
+            found = check.finding(settings, datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+            findings += [found] if found else []
+        for finding in findings:
             try:
-                finding = setup.setup_finding(settings, result, scheduled=request.scheduled)
                 publish(client("sns"), settings.alert_topic_arn, finding)
             except Exception:  # the email informs; failing it must not fail the setup
-                logger.exception("setup summary email not sent")
+                logger.exception("setup email not sent", extra={"finding": finding.id})
         return result
 
     if setup.is_custom_resource_event(event):

@@ -332,7 +332,10 @@ def deploy_stack_resources(stack: Stack) -> None:
         kind = resource["Type"]
         props = resource.get("Properties", {})
         if kind == "AWS::SNS::Topic":
-            boto3.client("sns", region_name=stack.region).create_topic(Name=stack._name_of(logical_id))
+            sns = boto3.client("sns", region_name=stack.region)
+            topic = sns.create_topic(Name=stack._name_of(logical_id))["TopicArn"]
+            for subscription in stack.resolve(props.get("Subscription", [])):  # the owner's, as deployed
+                sns.subscribe(TopicArn=topic, Protocol=subscription["Protocol"], Endpoint=subscription["Endpoint"])
         elif kind == "AWS::DynamoDB::Table":
             boto3.client("dynamodb", region_name=stack.region).create_table(
                 TableName=stack._name_of(logical_id),

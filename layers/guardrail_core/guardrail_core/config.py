@@ -42,12 +42,17 @@ class Settings:
     # Lower-cased ARNs: IAM names are case-insensitive, so comparisons must be too.
     exempt_principals: frozenset[str] = field(default_factory=frozenset)
     guardrail_roles: frozenset[str] = field(default_factory=frozenset)
+    # Lower-cased names of the stack's own functions: Lambda names a function's role session
+    # after the function, so a guardrail role's session with any other name is not the guardrail.
+    guardrail_functions: frozenset[str] = field(default_factory=frozenset)
     idempotency_table: str = ""
     detach_other_admin: bool = False
     mfa_grace_hours: int = 24
     quarantine_policy_arn: str = ""
     notify_when_clean: bool = False
     own_resource_names: frozenset[str] = field(default_factory=frozenset)
+    alert_email: str = ""  # the owner's address, subscribed to the alert topic
+    alert_key_arn: str = ""  # the KMS key that encrypts the alert topic
 
     @property
     def remediation_enabled(self) -> bool:
@@ -81,6 +86,11 @@ class Settings:
     def is_guardrail(self, *arns: str | None) -> bool:
         return any(arn and arn.lower() in self.guardrail_roles for arn in arns)
 
+    def is_guardrail_role_name(self, role: str) -> bool:
+        """A role named like one of the guardrail's own (path-insensitive, case-insensitive)."""
+        name = role.rsplit("/", 1)[-1].lower()
+        return bool(name) and any(arn.rsplit("/", 1)[-1] == name for arn in self.guardrail_roles)
+
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
@@ -98,10 +108,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         kill_switch=_flag(env.get("KILL_SWITCH")),
         exempt_principals=_csv(env.get("EXEMPT_PRINCIPAL_ARNS")),
         guardrail_roles=_csv(env.get("GUARDRAIL_ROLE_ARNS")),
+        guardrail_functions=_csv(env.get("GUARDRAIL_FUNCTION_NAMES")),
         idempotency_table=env.get("IDEMPOTENCY_TABLE", ""),
         detach_other_admin=_flag(env.get("DETACH_OTHER_ADMIN")),
         mfa_grace_hours=int(env.get("MFA_GRACE_HOURS", "24")),
         quarantine_policy_arn=env.get("QUARANTINE_POLICY_ARN", ""),
         notify_when_clean=_flag(env.get("NOTIFY_WHEN_CLEAN")),
         own_resource_names=_csv(env.get("OWN_RESOURCE_NAMES")),
+        alert_email=env.get("ALERT_EMAIL", "").strip(),
+        alert_key_arn=env.get("ALERT_KEY_ARN", "").strip(),
     )

@@ -68,6 +68,7 @@ class CloudTrailEvent:
     request: Mapping[str, Any] = field(default_factory=dict)
     response: Mapping[str, Any] = field(default_factory=dict)
     additional: Mapping[str, Any] = field(default_factory=dict)
+    resources: tuple[Mapping[str, Any], ...] = ()  # detail.resources: what CloudTrail says was acted on
 
     @property
     def failed(self) -> bool:
@@ -157,4 +158,13 @@ def parse_event(raw: Any) -> CloudTrailEvent:
         request=_mapping(detail.get("requestParameters"), "detail.requestParameters"),
         response=_mapping(detail.get("responseElements"), "detail.responseElements"),
         additional=_mapping(detail.get("additionalEventData"), "detail.additionalEventData"),
+        resources=_resources(detail.get("resources")),
     )
+
+
+def _resources(value: Any) -> tuple[Mapping[str, Any], ...]:
+    """detail.resources as CloudTrail gives it (a list of objects with ARN, type, accountId);
+    anything else is treated as absent (it only ever narrows what an event is about)."""
+    if not isinstance(value, list):
+        return ()
+    return tuple(r for r in value[:100] if isinstance(r, Mapping))

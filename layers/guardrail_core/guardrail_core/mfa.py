@@ -4,15 +4,27 @@
 Decisions are pure functions of the event and a few facts read from IAM; the facts come from
 small adapters, one IAM call each, and only for the user the event touched.
 
-Quarantine (MfaMode=quarantine): attach the stack's "MFA required" policy to the user, which
-denies everything except enrolling their own MFA device and changing their own password
-until they sign in with MFA. It is lifted when the user enables an MFA device.
+Quarantine (MfaMode=quarantine): attach the stack's quarantine policy to the user. The policy
+only denies (every action, with or without MFA): it can never give a session a right it did
+not have. A quarantined user cannot enrol an MFA device themselves - whoever holds the password
+alone must not be able to add their own device and then pass admin-mfa's MFA condition. An
+administrator enrols the device (from an MFA-authenticated admin-role session), and that
+enrolment lifts the quarantine; a device enabled by anyone else keeps it (HIGH alert) until
+the owner detaches the policy from an MFA admin session.
+
+Takeover signal (every mode): an MFA device enabled, a console password created or reset, or
+an access key created for a member of the admin group, by a session without MFA or by anyone
+but that user and an MFA-authenticated admin session, is HIGH.
+
+Decided on current facts: a user who has an MFA device now is never quarantined, whatever the
+event's age; the grace period counts from the user's first console password (the login
+profile's creation), never from the last password change.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,7 +34,7 @@ from botocore.exceptions import ClientError
 from guardrail_core.alerts import cloudtrail_link, iam_console_link
 from guardrail_core.aws import client, error_code, is_access_denied, is_not_found
 from guardrail_core.config import QUARANTINE, Settings
-from guardrail_core.events import CloudTrailEvent
+from guardrail_core.events import CloudTrailEvent, Identity
 from guardrail_core.findings import Action, Finding, Severity, Status
 from guardrail_core.runtime import attempt_finding, logger
 from guardrail_core.triage import Triage, Verdict
@@ -35,6 +47,8 @@ ROOT_TARGET = "aws root user"  # requestParameters.userName when root manages it
 READ_ACTIONS = frozenset({
     "iam:ListMFADevices", "iam:GetLoginProfile", "iam:ListGroupsForUser", "iam:ListAttachedUserPolicies",
 })
+# Calls that hand a user a way in: judged for members of the admin group as a takeover signal.
+TAKEOVER_EVENTS = frozenset({"EnableMFADevice", "CreateLoginProfile", "UpdateLoginProfile", "CreateAccessKey"})
 WRITE_ACTIONS = frozenset({"iam:AttachUserPolicy", "iam:DetachUserPolicy"})
 
 
@@ -136,6 +150,46 @@ def user_exempt(settings: Settings, name: str, arn: str = "") -> bool:
     return False
 
 
+_ROLE_ARN = re.compile(r"^arn:aws[\w-]*:iam::(\d{12}):role/(?:.*/)?([^/]+)$", re.IGNORECASE)
+
+
+def admin_session(ident: Identity, settings: Settings) -> bool:
+    """An MFA-authenticated session that may vouch for a user's new credential: the admin role
+    (this account's admin-mfa), root, or an exempt (break-glass) principal - each with MFA."""
+    if not ident.mfa_authenticated:
+        return False
+    if ident.is_root:
+        return True
+    if ident.type == "AssumedRole":
+        match = _ROLE_ARN.match(ident.session_issuer_arn)
+        if match and match.group(1) == settings.account_id and match.group(2).lower() == settings.admin_role.lower():
+            return True
+    return settings.is_exempt(ident.arn, ident.session_issuer_arn)
+
+
+def short_actor(ident: Identity) -> str:
+    """'bob', 'admin-mfa/phoebe', 'root': who, in a few characters (subjects)."""
+    if ident.is_root:
+        return "root"
+    if ident.user_name:
+        return ident.user_name
+    tail = ident.arn.split(":assumed-role/", 1)
+    return tail[1] if len(tail) == 2 else (ident.arn.rsplit("/", 1)[-1] or ident.type or "unknown")
+
+
+def takeover_reason(ident: Identity, settings: Settings, user: str) -> str:
+    """Why a new credential for `user` (an admin-group member) is suspect; '' when it is not:
+    made with MFA by the user themselves or by an MFA-authenticated admin session."""
+    if not ident.mfa_authenticated:
+        how = "a long-term access key or a password-only session" if ident.type == "IAMUser" else "a session"
+        return f"from {how} without MFA"
+    if ident.type == "IAMUser" and ident.user_name.lower() == user.lower():
+        return ""
+    if admin_session(ident, settings):
+        return ""
+    return f"by {ident.display}, who is neither {user} nor an MFA-authenticated {settings.admin_role} session"
+
+
 def quarantine_blocker(settings: Settings, verdict: Triage, name: str, arn: str = "") -> str:
     """Why this user must not be quarantined now ('' when nothing stands in the way)."""
     if settings.mode != QUARANTINE:
@@ -156,25 +210,42 @@ def quarantine_blocker(settings: Settings, verdict: Triage, name: str, arn: str 
 # --- what the owner is told -----------------------------------------------------------------
 
 
-def enrol_steps(settings: Settings, user: str) -> list[str]:
+def admin_enrol_steps(settings: Settings, user: str) -> list[str]:
+    """How an administrator enrols a device for `user` - the only way for admin-group members
+    and quarantined users (a password alone must never be enough to add a device)."""
     mfa_arn = f"arn:{settings.partition}:iam::{settings.account_id}:mfa/{user}"
     return [
-        f"{user} enrols MFA: sign in, open the account menu (top right) > Security credentials > "
-        "Multi-factor authentication (MFA) > Assign MFA device, and follow the steps "
-        "(authenticator app, passkey or security key). Then sign out and sign in again with MFA.",
-        f"Or an administrator, with the CLI: aws iam create-virtual-mfa-device --virtual-mfa-device-name {user} "
-        f"--outfile {user}-mfa.png --bootstrap-method QRCodePNG ; {user} scans the QR code with an authenticator "
-        f"app; then aws iam enable-mfa-device --user-name {user} --serial-number {mfa_arn} "
-        "--authentication-code1 <code> --authentication-code2 <next code>.",
+        f"An administrator enrols {user}'s MFA device, from an admin-role session ({settings.admin_role}, "
+        f"with MFA): aws iam create-virtual-mfa-device --virtual-mfa-device-name {user} --outfile {user}-mfa.png "
+        f"--bootstrap-method QRCodePNG ; show the QR code to {user} in person (never by email or chat) and have "
+        f"them scan it with an authenticator app ; then aws iam enable-mfa-device --user-name {user} "
+        f"--serial-number {mfa_arn} --authentication-code1 <code> --authentication-code2 <next code> ; "
+        f"finally delete {user}-mfa.png.",
+    ]
+
+
+def enrol_steps(settings: Settings, user: str, *, self_service: bool = True) -> list[str]:
+    """How `user` gets an MFA device. Self-service only when `self_service` (not for members of
+    the admin group, nor for a quarantined user: there an administrator enrols it)."""
+    if not self_service:
+        return admin_enrol_steps(settings, user)
+    return [
+        f"If {user} is not in the {settings.admin_group} group, {user} can enrol MFA: sign in, open the account menu "
+        "(top right) > Security credentials > Multi-factor authentication (MFA) > Assign MFA device, and follow "
+        "the steps (authenticator app, passkey or security key). Members of the group must not: a device "
+        "enabled from a session without MFA is exactly what a stolen password would do, and is alerted HIGH.",
+        *admin_enrol_steps(settings, user),
     ]
 
 
 def quarantine_note(settings: Settings, user: str) -> str:
     return (
-        f"While quarantined, {user} can still sign in, change their password and enrol an MFA device; everything "
-        "else (API calls with their access keys included) is denied until they sign in with MFA. The quarantine "
-        f"is lifted automatically when {user} enables an MFA device; to lift it by hand: aws iam detach-user-policy "
-        f"--user-name {user} --policy-arn {settings.quarantine_policy_arn}"
+        f"While quarantined, every AWS action by {user} is denied, with or without MFA (the quarantine policy only "
+        f"denies: it never gives a right). {user} cannot enrol an MFA device themselves: an administrator does it "
+        f"(above). When the device is enabled from an MFA-authenticated {settings.admin_role} session, the guardrail "
+        "lifts the quarantine; a device enabled any other way keeps it until you confirm the device is "
+        f"{user}'s, then lift it from an MFA admin session: aws iam detach-user-policy --user-name {user} "
+        f"--policy-arn {settings.quarantine_policy_arn}"
     )
 
 
@@ -234,9 +305,10 @@ def attach_quarantine(iam: Any, settings: Settings, user: str) -> Action:
     except ClientError as exc:
         why = ("the guardrail lacks iam:AttachUserPolicy for this policy" if is_access_denied(exc)
                else f"{error_code(exc)}: {exc}")
-        return Action(name, user, Status.FAILED, detail=f"{why}. Attach it by hand or ask {user} to enrol MFA.")
+        return Action(name, user, Status.FAILED, detail=f"{why}. Attach it by hand, or have an administrator "
+                      f"enrol {user}'s MFA device.")
     return Action(name, user, Status.SUCCEEDED, at=stamp(utc_now()),
-                  detail="Denies everything but enrolling MFA and changing the password until MFA is used.",
+                  detail="Denies every action, with or without MFA, until an administrator enrols a device.",
                   undo=f"aws iam detach-user-policy --user-name {user} --policy-arn {settings.quarantine_policy_arn}")
 
 
@@ -286,8 +358,22 @@ def _permission_finding(event: CloudTrailEvent, user: str, exc: ClientError, nee
 # --- the judges -------------------------------------------------------------------------------------
 
 
-def _grace_blocker(iam: Any, settings: Settings, user: str) -> tuple[str, str]:
-    """('', '') when the user's console password is past the grace period, else (why not, note)."""
+def _quarantine_fact_blocker(iam: Any, settings: Settings, user: str) -> tuple[str, str]:
+    """Current facts that rule a quarantine out: ('', '') when none, else (why not, note).
+
+    A device now means the user is never quarantined, however old the event; the grace period
+    runs from the user's first console password (the login profile's creation date), never
+    from a later password change.
+    """
+    try:
+        devices = mfa_devices(iam, user)
+    except ClientError as exc:
+        _raise_unless_denied(exc)
+        return f"could not read {user}'s MFA devices ({error_code(exc)})", ""
+    if devices is None:
+        return f"{user} no longer exists", ""
+    if devices:
+        return f"{user} has an MFA device now: never quarantined, whatever the event's age", ""
     try:
         profile = login_profile(iam, user)
     except ClientError as exc:
@@ -298,7 +384,7 @@ def _grace_blocker(iam: Any, settings: Settings, user: str) -> tuple[str, str]:
     deadline = grace_deadline(profile.created, settings.mfa_grace_hours)
     if deadline and within_grace(profile.created, settings.mfa_grace_hours, utc_now()):
         return (f"within the {settings.mfa_grace_hours} h grace period for new console users (until {stamp(deadline)})",
-                f" {user}'s console password is new: they have until {stamp(deadline)} to enrol MFA.")
+                f" {user}'s first console password is new: they have until {stamp(deadline)} to enrol MFA.")
     return "", ""
 
 
@@ -316,17 +402,18 @@ def judge_signin(event: CloudTrailEvent, settings: Settings, verdict: Triage) ->
     blocker = quarantine_blocker(settings, verdict, user, ident.arn)
     if not blocker:
         iam = client("iam")
-        blocker, note = _grace_blocker(iam, settings, user)  # the grace period is never cut short
+        blocker, note = _quarantine_fact_blocker(iam, settings, user)  # the grace period is never cut short
         what += note
         if not blocker:
             actions = [attach_quarantine(iam, settings, user)]
     if blocker and settings.mode == QUARANTINE:
         actions = [Action(f"Quarantine {user}", user, Status.SKIPPED, detail=blocker)]
-    steps = enrol_steps(settings, user)
+    done = any(a.status is Status.SUCCEEDED for a in actions)
+    steps = enrol_steps(settings, user, self_service=not done)
     steps.append(f"If this sign-in was not {user}, reset the password now (aws iam update-login-profile "
                  f"--user-name {user} --password <new> --password-reset-required) and review {user}'s recent "
                  "activity in CloudTrail.")
-    if any(a.status is Status.SUCCEEDED for a in actions):
+    if done:
         steps.append(quarantine_note(settings, user))
     return [Finding.for_event(
         event, id="console-signin-without-mfa", severity=Severity.MEDIUM,
@@ -371,10 +458,11 @@ def judge_mfa_removed(event: CloudTrailEvent, settings: Settings, verdict: Triag
         exposure = f"{user} has no console password, so only API calls that ask for MFA are affected."
     actor = event.identity.display
     actions = _maybe_quarantine(iam, settings, verdict, user) if profile.exists else []
-    steps = enrol_steps(settings, user)
+    done = any(a.status is Status.SUCCEEDED for a in actions)
+    steps = enrol_steps(settings, user, self_service=not done)
     steps.insert(0, f"If neither you nor {user} did this, treat it as an attack: reset {user}'s password, deactivate "
                     f"their access keys, and review what {actor} did in CloudTrail.")
-    if any(a.status is Status.SUCCEEDED for a in actions):
+    if done:
         steps.append(quarantine_note(settings, user))
     return [Finding.for_event(
         event, id="mfa-removed", severity=Severity.HIGH if (profile.exists or admin) else Severity.LOW,
@@ -383,6 +471,87 @@ def judge_mfa_removed(event: CloudTrailEvent, settings: Settings, verdict: Triag
                        f"{exposure} Removing MFA is a common first step after a password is stolen."),
         actions=actions, next_steps=steps, links=_links(event, user),
     )]
+
+
+# --- takeover signal: a new way in for an admin-group member -----------------------------------------
+
+
+_TAKEOVER_WORDS = {
+    "EnableMFADevice": ("MFA device enabled", "With that device, whoever holds it passes the MFA condition of "
+                        "role {role} and can take admin rights as {user}."),
+    "CreateLoginProfile": ("console password created", "Whoever set it can sign in to the console as {user}."),
+    "UpdateLoginProfile": ("console password reset", "Whoever set it can sign in to the console as {user}."),
+    "CreateAccessKey": ("access key created", "Whoever holds the key can call AWS as {user}."),
+}
+
+
+def credential_target(event: CloudTrailEvent) -> str:
+    """The user a new credential is for. CreateAccessKey names it in its response (the request
+    omits userName when users create their own key); the others in the request."""
+    if event.event_name == "CreateAccessKey":
+        key = event.response.get("accessKey") if isinstance(event.response, Mapping) else None
+        name = key.get("userName") if isinstance(key, Mapping) else None
+        if isinstance(name, str):
+            return user_name(name)
+    return target_user(event)
+
+
+def _undo_credential(event: CloudTrailEvent, user: str) -> str:
+    if event.event_name == "EnableMFADevice":
+        serial = event.param("serialNumber")[:256] or "<serial>"
+        return (f"aws iam deactivate-mfa-device --user-name {user} --serial-number {serial} ; "
+                f"aws iam delete-virtual-mfa-device --serial-number {serial}")
+    if event.event_name == "CreateAccessKey":
+        key = event.response.get("accessKey") if isinstance(event.response, Mapping) else None
+        key_id = str(key.get("accessKeyId", "<key id>"))[:128] if isinstance(key, Mapping) else "<key id>"
+        return f"aws iam update-access-key --user-name {user} --access-key-id {key_id} --status Inactive"
+    return f"aws iam update-login-profile --user-name {user} --password <new> --password-reset-required"
+
+
+def takeover_finding(event: CloudTrailEvent, settings: Settings, iam: Any, user: str) -> Finding | None:
+    """HIGH when a new credential for an admin-group member was not vouched for (see takeover_reason).
+
+    One IAM call (ListGroupsForUser), only when the actor is not already vouched for."""
+    reason = takeover_reason(event.identity, settings, user)
+    if not reason:
+        return None
+    try:
+        member = in_group(iam, user, settings.admin_group)
+    except ClientError as exc:
+        if is_not_found(exc):
+            return None
+        return _permission_finding(event, user, exc, "iam:ListGroupsForUser")
+    if not member:
+        return None
+    what_word, consequence = _TAKEOVER_WORDS[event.event_name]
+    actor = event.identity.display
+    return Finding.for_event(
+        event, id="admin-credential-takeover", severity=Severity.HIGH,
+        summary=(f"Possible takeover: {what_word} for admin {user} "
+                 + ("without MFA" if not event.identity.mfa_authenticated else "by another principal")),
+        what_happened=(f"{actor} called {event.event_name} for IAM user {user}, a member of the "
+                       f"{settings.admin_group} group, {reason}. "
+                       + consequence.format(role=settings.admin_role, user=user)
+                       + " New credentials for members of the admin group are expected only from the member "
+                       f"themselves signed in with MFA, or from an MFA-authenticated {settings.admin_role} session."),
+        next_steps=[
+            f"Ask {user} - in person or by phone, not by email - whether they did this.",
+            f"If they did not: undo it at once, from an MFA admin session: {_undo_credential(event, user)} ; "
+            f"then reset {user}'s password and review what {actor} did in CloudTrail.",
+            *admin_enrol_steps(settings, user),
+        ],
+        links=_links(event, user),
+    )
+
+
+def judge_credential_created(event: CloudTrailEvent, settings: Settings, verdict: Triage) -> list[Finding]:
+    """CreateAccessKey / UpdateLoginProfile: only the takeover signal (admin-group members)."""
+    user = credential_target(event)
+    if not user:
+        logger.info("no valid user in the record", extra={"event": event.event_name})
+        return []
+    found = takeover_finding(event, settings, client("iam"), user)
+    return [found] if found else []
 
 
 def judge_grace_start(event: CloudTrailEvent, settings: Settings, verdict: Triage) -> list[Finding]:
@@ -394,6 +563,10 @@ def judge_grace_start(event: CloudTrailEvent, settings: Settings, verdict: Triag
         logger.info("no valid userName in the request", extra={"event": event.event_name})
         return []
     iam = client("iam")
+    if event.event_name == "CreateLoginProfile":
+        takeover = takeover_finding(event, settings, iam, user)
+        if takeover:
+            return [takeover]
     try:
         devices = mfa_devices(iam, user)
     except ClientError as exc:
@@ -407,7 +580,8 @@ def judge_grace_start(event: CloudTrailEvent, settings: Settings, verdict: Triag
     short = "got a console password" if login else f"joined {settings.admin_group}"
     what = f"{event.identity.display} called {event.event_name}: IAM user {user} {what_now} and has no MFA device."
     if event.event_name == "AddUserToGroup":
-        what += f" Until {user} enrols MFA they cannot assume the admin role (it requires MFA)."
+        what += (f" Until {user} has MFA they cannot assume the admin role (it requires MFA); an administrator "
+                 "enrols their device.")
     if settings.mfa_grace_hours > 0:
         # Grace: a new console user needs time to enrol; nothing is quarantined yet.
         what += (f" The {settings.mfa_grace_hours} h grace period to enrol has started: after {stamp(deadline)} "
@@ -416,12 +590,14 @@ def judge_grace_start(event: CloudTrailEvent, settings: Settings, verdict: Triag
         return [Finding.for_event(
             event, id="mfa-grace-started", severity=Severity.LOW,
             summary=f"{user} {short} without MFA: enrol by {stamp(deadline)}",
-            what_happened=what, next_steps=enrol_steps(settings, user), links=_links(event, user),
+            what_happened=what, next_steps=enrol_steps(settings, user, self_service=login),
+            links=_links(event, user),
         )]
     # No grace period configured: a console user without MFA is an offender at once.
     actions = _maybe_quarantine(iam, settings, verdict, user) if login else []
-    steps = enrol_steps(settings, user)
-    if any(a.status is Status.SUCCEEDED for a in actions):
+    done = any(a.status is Status.SUCCEEDED for a in actions)
+    steps = enrol_steps(settings, user, self_service=login and not done)
+    if done:
         steps.append(quarantine_note(settings, user))
     return [Finding.for_event(
         event, id="user-without-mfa", severity=Severity.MEDIUM,
@@ -431,19 +607,47 @@ def judge_grace_start(event: CloudTrailEvent, settings: Settings, verdict: Triag
 
 
 def judge_mfa_enabled(event: CloudTrailEvent, settings: Settings, verdict: Triage) -> list[Finding]:
-    """MFA enabled: lift the quarantine if the guardrail had put the user in it."""
+    """MFA enabled: the takeover signal for admin-group members; a quarantine is lifted only when
+    an MFA-authenticated admin session enabled the device (that is the owner's confirmation)."""
     user = target_user(event)
-    if not user or not settings.quarantine_policy_arn:
+    if not user:
         return []
     iam = client("iam")
+    takeover = takeover_finding(event, settings, iam, user)
+    if not settings.quarantine_policy_arn:
+        return [takeover] if takeover else []
     try:
-        if not quarantined(iam, user, settings.quarantine_policy_arn):
-            return []
+        held = quarantined(iam, user, settings.quarantine_policy_arn)
     except ClientError as exc:
         if is_not_found(exc):
             return []
         return [_permission_finding(event, user, exc, "iam:ListAttachedUserPolicies")]
-    manual = (f"aws iam detach-user-policy --user-name {user} --policy-arn {settings.quarantine_policy_arn}")
+    if not held:
+        return [takeover] if takeover else []
+    manual = f"aws iam detach-user-policy --user-name {user} --policy-arn {settings.quarantine_policy_arn}"
+    actor = event.identity.display
+    if not admin_session(event.identity, settings):
+        why = (f"the device was enabled by {actor}, not from an MFA-authenticated {settings.admin_role} session: "
+               "the quarantine stays until you confirm the device is the user's")
+        kept = Action(f"Lift quarantine of {user}", user, Status.SKIPPED, detail=why)
+        if takeover:
+            takeover.actions.append(kept)
+            takeover.next_steps.append(f"Once you have confirmed the device is {user}'s: {manual}")
+            return [takeover]
+        unvouched = not event.identity.mfa_authenticated
+        serial = event.param("serialNumber")[:256] or "serial not recorded"
+        return [Finding.for_event(
+            event, id="mfa-quarantine-kept-unconfirmed", severity=Severity.HIGH if unvouched else Severity.MEDIUM,
+            summary=f"MFA device enabled for quarantined {user} by {short_actor(event.identity)}: quarantine kept",
+            what_happened=(f"{actor} called EnableMFADevice for IAM user {user}, who is quarantined. A device "
+                           f"enabled by anyone but an MFA-authenticated {settings.admin_role} session could be a "
+                           "thief's, so the quarantine stays."),
+            actions=[kept],
+            next_steps=[f"Ask {user} in person whether the device ({serial}) is theirs. "
+                        f"If not: {_undo_credential(event, user)}.",
+                        f"If it is: lift the quarantine from an MFA admin session: {manual}"],
+            links=_links(event, user),
+        )]
     if settings.remediation_enabled and verdict.verdict is Verdict.ACT:
         # Events can arrive late or out of order (a later DeactivateMFADevice first): lift only
         # when the account shows a device now.
@@ -459,11 +663,11 @@ def judge_mfa_enabled(event: CloudTrailEvent, settings: Settings, verdict: Triag
             return [Finding.for_event(
                 event, id="mfa-quarantine-kept", severity=Severity.LOW,
                 summary=f"{user} enabled MFA but has no MFA device now: quarantine kept",
-                what_happened=(f"{event.identity.display} called EnableMFADevice for IAM user {user}, but the "
-                               f"account shows no MFA device for {user} now, so the guardrail's MFA-required "
+                what_happened=(f"{actor} called EnableMFADevice for IAM user {user}, but the "
+                               f"account shows no MFA device for {user} now, so the guardrail's quarantine "
                                "policy stays attached."),
                 actions=[Action(f"Lift quarantine of {user}", user, Status.SKIPPED, detail=why)],
-                next_steps=enrol_steps(settings, user), links=_links(event, user),
+                next_steps=admin_enrol_steps(settings, user), links=_links(event, user),
             )]
         action = detach_quarantine(iam, settings, user)
         serial = event.param("serialNumber")[:256] or "serial not recorded"
@@ -471,18 +675,20 @@ def judge_mfa_enabled(event: CloudTrailEvent, settings: Settings, verdict: Triag
         return [Finding.for_event(
             event, id="mfa-quarantine-lifted" if lifted else "mfa-quarantine-lift-failed",
             severity=Severity.INFO if lifted else Severity.MEDIUM,
-            summary=f"{user} enabled MFA: quarantine " + ("lifted" if lifted else "could NOT be lifted"),
-            what_happened=(f"IAM user {user} now has an MFA device ({serial}), so the guardrail's "
-                           "MFA-required policy is no longer needed."),
+            summary=f"{user} enrolled MFA by an administrator: quarantine "
+                    + ("lifted" if lifted else "could NOT be lifted"),
+            what_happened=(f"{actor} (an MFA-authenticated admin session) enabled an MFA device ({serial}) for IAM "
+                           f"user {user}, so the guardrail's quarantine policy is no longer needed."),
             actions=[action], next_steps=[] if lifted else [f"Lift it by hand: {manual}"], links=_links(event, user),
         )]
     why = "kill switch on" if settings.kill_switch else (
         verdict.reason if verdict.verdict is not Verdict.ACT else "notify mode: the guardrail may not detach policies")
     return [Finding.for_event(
         event, id="mfa-quarantine-still-attached", severity=Severity.INFO,
-        summary=f"{user} enabled MFA; the MFA-required policy is still attached",
-        what_happened=(f"IAM user {user} now has an MFA device, but the guardrail's MFA-required policy is still "
-                       f"attached and was not detached ({why}). It only blocks sessions without MFA."),
+        summary=f"{user} enabled MFA; the quarantine policy is still attached",
+        what_happened=(f"IAM user {user} now has an MFA device, enabled by an MFA-authenticated admin session, but "
+                       f"the guardrail's quarantine policy is still attached and was not detached ({why}). It denies "
+                       f"every action by {user}."),
         actions=[Action(f"Lift quarantine of {user}", user, Status.SKIPPED, detail=why)],
         next_steps=[f"Detach it: {manual}"], links=_links(event, user),
     )]
@@ -495,6 +701,8 @@ _JUDGES: dict[tuple[str, str], Callable[[CloudTrailEvent, Settings, Triage], lis
     (IAM_SOURCE, "CreateLoginProfile"): judge_grace_start,
     (IAM_SOURCE, "AddUserToGroup"): judge_grace_start,
     (IAM_SOURCE, "EnableMFADevice"): judge_mfa_enabled,
+    (IAM_SOURCE, "UpdateLoginProfile"): judge_credential_created,
+    (IAM_SOURCE, "CreateAccessKey"): judge_credential_created,
 }
 
 

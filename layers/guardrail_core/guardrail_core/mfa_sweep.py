@@ -12,7 +12,7 @@ import csv
 import io
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -38,6 +38,7 @@ RESERVE_MS = 20_000  # stop confirming when less time than this is left: the dig
 
 READ_ACTIONS = frozenset({
     "iam:GenerateCredentialReport", "iam:GetCredentialReport", "iam:GetAccountSummary", "iam:ListMFADevices",
+    "iam:GetLoginProfile",
 }) | inventory.INVENTORY_ACTIONS
 WRITE_ACTIONS = frozenset({"iam:AttachUserPolicy"})
 
@@ -62,15 +63,25 @@ class ReportUser:
     mfa_active: bool
     active_access_keys: int
 
+    password_created: datetime | None = None  # the login profile's creation, when it was read
+
     @property
     def password_since(self) -> datetime | None:
-        """When the console password was set (the grace period runs from here).
+        """When the user's first console password was set, as far as known (the grace period runs
+        from here, never from a later password change).
 
-        The report has no 'password created' column: the later of the user's creation and the
-        last password change is the closest it gets (a password change restarts the grace).
+        The report has no 'password created' column: the login profile's creation date when it
+        was read (see `password_may_be_new`), else the user's creation - a lower bound, since a
+        password is never older than its user.
         """
-        times = [t for t in (self.created, self.password_last_changed) if t]
-        return max(times) if times else None
+        return self.password_created or self.created
+
+    def password_may_be_new(self, now: datetime, grace_hours: int) -> bool:
+        """The report alone cannot tell: the user is older than the grace period but the password
+        was last set within it (a first password added lately, or only a change: GetLoginProfile's
+        creation date decides)."""
+        return (self.password_created is None and self.password_last_changed is not None
+                and mfa.within_grace(self.password_last_changed, grace_hours, now))
 
 
 @dataclass(frozen=True)
@@ -122,7 +133,9 @@ def parse_report(content: bytes | str, generated: datetime | None = None) -> Cre
 def select_offenders(
     users: list[ReportUser], now: datetime, grace_hours: int,
 ) -> tuple[list[ReportUser], list[ReportUser]]:
-    """(console users without MFA past the grace period, those still within it)."""
+    """(console users without MFA past the grace period as far as the report tells, those within it).
+
+    Flagged users for whom `password_may_be_new` holds are checked with GetLoginProfile by `run`."""
     flagged: list[ReportUser] = []
     in_grace: list[ReportUser] = []
     for user in users:
@@ -209,6 +222,18 @@ def confirm(iam: Any, user: ReportUser) -> tuple[bool | None, str]:
     return (False, "enrolled since the report") if devices else (True, "")
 
 
+def first_password(iam: Any, user: ReportUser) -> ReportUser:
+    """The user with `password_created` from GetLoginProfile (unchanged when it cannot be read:
+    then the user's creation date stands, and the user is reported rather than given more grace)."""
+    try:
+        profile = mfa.login_profile(iam, user.name)
+    except ClientError as exc:
+        if not is_access_denied(exc):
+            raise
+        return user
+    return replace(user, password_created=profile.created) if profile.created else user
+
+
 def run(iam: Any, settings: Settings, now: datetime, remaining_ms: Callable[[], int]) -> SweepResult:
     report = fetch_report(iam, remaining_ms)
     summary: Mapping[str, Any] | None = None
@@ -233,6 +258,11 @@ def run(iam: Any, settings: Settings, now: datetime, remaining_ms: Callable[[], 
             if note.startswith("enrolled"):
                 result.enrolled_since_report.append(user.name)
             continue
+        if without_mfa and user.password_may_be_new(now, settings.mfa_grace_hours):
+            user = first_password(iam, user)
+            if mfa.within_grace(user.password_since, settings.mfa_grace_hours, now):
+                result.in_grace.append(user)
+                continue
         offender = Offender(user, confirmed=bool(without_mfa), note=note,
                             exempt=mfa.user_exempt(settings, user.name, user.arn))
         blocker = mfa.quarantine_blocker(settings, sweep_verdict, user.name, user.arn)
@@ -256,7 +286,9 @@ def offender_line(offender: Offender) -> str:
     user = offender.user
     last = user.password_last_used
     last = "never" if last in ("N/A", "no_information", "") else last[:10]
-    line = (f"{user.name}: console password since {_day(user.password_since)}, no MFA device; "
+    since = (f"first console password {_day(user.password_since)}" if user.password_created
+             else f"user since {_day(user.created)}")
+    line = (f"{user.name}: {since}, no MFA device; "
             f"last console sign-in {last}; active access keys {user.active_access_keys}")
     if offender.exempt:
         line += "; exempt principal (never quarantined)"
@@ -285,7 +317,8 @@ def digest(result: SweepResult, settings: Settings, now: datetime) -> Finding | 
     what = (f"The scheduled MFA sweep read the IAM credential report (generated {generated}; IAM refreshes it at "
             f"most every 4 hours) covering {len(result.report.users)} users, {consoles} with a console password, "
             "and confirmed each user it flagged by reading their MFA devices directly. "
-            f"Console users get {settings.mfa_grace_hours} h after their password is set to enrol MFA.")
+            f"Console users get {settings.mfa_grace_hours} h from their first console password to enrol MFA "
+            "(a later password change does not restart it).")
     if result.root.source != "GetAccountSummary":
         what += f" Root facts come from the {result.root.source} (GetAccountSummary failed: {result.summary_error})."
     items = list(root_issues) + [offender_line(o) for o in offenders]
@@ -302,8 +335,10 @@ def digest(result: SweepResult, settings: Settings, now: datetime) -> Finding | 
     if result.report.unreadable_rows:
         items.append(f"{result.report.unreadable_rows} report rows could not be read (check the report by hand)")
     steps: list[str] = []
+    actions = [o.action for o in offenders if o.action]
+    quarantined_any = any(a.status is Status.SUCCEEDED for a in actions)
     if offenders:
-        steps += mfa.enrol_steps(settings, "<user>")
+        steps += mfa.enrol_steps(settings, "<user>", self_service=not quarantined_any)
     if result.root.mfa_enabled is False and result.root.has_password is not False:
         steps.append("Root MFA: sign in as the root user, open the account menu > Security credentials > "
                      "Multi-factor authentication (MFA) > Assign MFA device. Keep the device somewhere safe.")
@@ -311,8 +346,7 @@ def digest(result: SweepResult, settings: Settings, now: datetime) -> Finding | 
         steps.append("Root access keys: sign in as the root user, open Security credentials > Access keys, "
                      "check when each key was last used, then deactivate and delete them. Use IAM users or "
                      "roles instead.")
-    actions = [o.action for o in offenders if o.action]
-    if any(a.status is Status.SUCCEEDED for a in actions):
+    if quarantined_any:
         steps.append(mfa.quarantine_note(settings, "<user>"))
     return Finding(
         id="mfa-sweep", severity=severity, summary=summary, account_id=settings.account_id,

@@ -13,6 +13,15 @@ nothing to re-read that would change the verdict. Nothing is undone automaticall
 guardrail's roles hold no rights over its own resources - by design, so a compromised
 function cannot rewrite the others).
 
+Silencing is CRITICAL: every change to the alert topic (deleted, attributes or data-protection
+policy set), to its subscriptions (a filter policy set, one removed or added), and to its KMS
+key (disabled, scheduled for deletion, key policy replaced). The owner's subscription is also
+repaired by `guardrail_core.subscription` (the setup function and the heartbeat).
+
+Borrowing a guardrail role is CRITICAL: a Lambda function created or reconfigured with one of
+the guardrail's roles (iam:PassRole is not itself recorded; CreateFunction and
+UpdateFunctionConfiguration carry the role). Its calls are judged like anyone's (triage).
+
 Limits (also in the README): an alert about the alert topic's deletion, its KMS key, or its
 last subscription cannot be delivered through that topic; each self-protection rule is
 watched by another, so switching them off takes two calls and the first is reported;
@@ -49,7 +58,8 @@ EVENTS = {
     "events.amazonaws.com": frozenset({"DisableRule", "DeleteRule", "PutRule", "RemoveTargets", "PutTargets"}),
     "scheduler.amazonaws.com": frozenset({"DeleteSchedule", "UpdateSchedule"}),
     "sns.amazonaws.com": frozenset({"DeleteTopic", "SetTopicAttributes", "RemovePermission", "Unsubscribe",
-                                    "PutDataProtectionPolicy"}),
+                                    "PutDataProtectionPolicy", "SetSubscriptionAttributes", "Subscribe"}),
+    "kms.amazonaws.com": frozenset({"DisableKey", "ScheduleKeyDeletion", "PutKeyPolicy"}),
     "iam.amazonaws.com": frozenset({"UpdateAssumeRolePolicy", "AttachRolePolicy", "DetachRolePolicy", "PutRolePolicy",
                                     "DeleteRolePolicy", "DeleteRole", "PutRolePermissionsBoundary", "UpdateRole",
                                     "CreatePolicyVersion", "SetDefaultPolicyVersion", "DeletePolicyVersion",
@@ -61,7 +71,9 @@ EVENTS = {
     "cloudformation.amazonaws.com": frozenset({"DeleteStack", "UpdateStack", "ExecuteChangeSet",
                                                "UpdateTerminationProtection", "SetStackPolicy"}),
 }
-GLOBAL_SOURCES = frozenset({"iam.amazonaws.com"})  # every other resource lives in the stack's region
+GLOBAL_SOURCES = frozenset({"iam.amazonaws.com"})
+# Lambda calls that name the function's execution role (requestParameters.role).
+ROLE_EVENTS = ("CreateFunction", "UpdateFunctionConfiguration")  # every other resource lives in the stack's region
 
 
 @dataclass(frozen=True)
@@ -100,6 +112,25 @@ def lambda_event(event_name: str) -> str:
     return next((name for name in LAMBDA_EVENTS if re.fullmatch(rf"{name}(\d{{8}}(v\d+)?)?", event_name)), "")
 
 
+def role_event(event_name: str) -> str:
+    """'CreateFunction20150331' -> 'CreateFunction'; '' when the event does not name a role."""
+    return next((name for name in ROLE_EVENTS if re.fullmatch(rf"{name}(\d{{8}}(v\d+)?)?", event_name)), "")
+
+
+def is_alert_key(event: CloudTrailEvent, settings: Settings) -> bool:
+    """The call acted on the alert topic's key: its ARN among the record's resources, or its ARN
+    or id as requestParameters.keyId (KMS records carry both)."""
+    key = settings.alert_key_arn.lower()
+    if not key:
+        return False
+    key_id = key.rsplit("/", 1)[-1]
+    given = _param(event.request, "keyId").lower()
+    if given and given in (key, key_id):
+        return True
+    resources = event.resources
+    return any(isinstance(r, Mapping) and str(r.get("ARN", "")).lower() == key for r in resources)
+
+
 def function_name(value: str) -> str:
     """Name, ARN, or partial ARN (with or without qualifier) -> the function's name."""
     match = re.search(r"(?:^|:)function:([^:]+)", value)
@@ -129,6 +160,9 @@ def touched(event: CloudTrailEvent, settings: Settings) -> Touched | None:
     if source == "lambda.amazonaws.com":
         given = _param(request, "functionName")
         name = function_name(given)
+        role = _param(request, "role")
+        if role_event(name_) and role and settings.is_guardrail_role_name(role):
+            return Touched("function given a guardrail role", f"{name or '(unnamed)'}, role {role.rsplit('/', 1)[-1]}")
         return Touched("function", name) if lambda_event(name_) and ours(name) and _arn_account_ok(
             given, settings) else None
     if name_ not in EVENTS.get(source, frozenset()):
@@ -148,6 +182,8 @@ def touched(event: CloudTrailEvent, settings: Settings) -> Touched | None:
         parts = arn.split(":")
         topic = parts[5] if arn.startswith("arn:") and len(parts) > 5 else ""
         return Touched("alert topic", arn) if ours(topic) and _arn_account_ok(arn, settings) else None
+    if source == "kms.amazonaws.com":
+        return Touched("alert key", settings.alert_key_arn) if is_alert_key(event, settings) else None
     if source == "iam.amazonaws.com":
         role = _param(request, "roleName")
         if role:
@@ -193,6 +229,10 @@ _WHY = {
     "rule": "a rule disabled, deleted or retargeted means its events never reach the guardrail",
     "schedule": "the daily MFA sweep stops running",
     "alert topic": "alerts may stop reaching you (this one may not arrive either)",
+    "alert key": "every alert is encrypted with this key: disabled, deleted or locked away, SNS can deliver no alert "
+                 "at all (this one may not arrive either)",
+    "function given a guardrail role": "code running with a guardrail role acts with the guardrail's rights; "
+                                          "before this change it would have passed for the guardrail itself",
     "role": "a guardrail role changed can stop a function from acting, or give it rights it should not have",
     "managed policy": "the shared permissions or the MFA quarantine policy no longer say what the stack says",
     "failure queue": "events the guardrail failed to handle can be lost or purged before anyone looks",
@@ -207,6 +247,20 @@ def _fix(event: CloudTrailEvent, thing: Touched, settings: Settings) -> list[str
     steps = []
     if event.event_name == "DisableRule":
         steps.append(f"Enable the rule again: aws events enable-rule --name {thing.name} --region {settings.region}")
+    elif thing.kind == "alert key":
+        steps.append(f"Put the key back: aws kms enable-key --key-id {thing.name} ; aws kms cancel-key-deletion "
+                     f"--key-id {thing.name} (then enable it again) ; a replaced key policy is restored by redeploying "
+                     "the stack.")
+    elif thing.kind == "function given a guardrail role":
+        steps.append("Find the function in the Lambda console (or aws lambda list-functions), look at what it did "
+                     "in CloudTrail (its calls are judged like anyone's), then delete it or give it its own role. "
+                     "The role's only-from-its-function policy denies calls from any other function's code.")
+    elif event.event_source == "sns.amazonaws.com" and event.event_name in (
+            "Unsubscribe", "SetSubscriptionAttributes", "Subscribe"):
+        steps.append("The guardrail checks your subscription on every deploy and heartbeat: a removed one is "
+                     "subscribed again (confirm the new email from AWS Notifications), a filter policy is removed. "
+                     "Check the topic's subscriptions: aws sns list-subscriptions-by-topic --topic-arn <the topic>; "
+                     "remove one you did not add: aws sns unsubscribe --subscription-arn <its ARN>.")
     elif lambda_event(event.event_name) == "PutFunctionConcurrency":
         steps.append(f"Check the function's reserved concurrency (the template sets 5): aws lambda "
                      f"put-function-concurrency --function-name {thing.name} --reserved-concurrent-executions 5")
@@ -230,7 +284,7 @@ def short_name(name: str, settings: Settings) -> str:
 
 
 def tamper_finding(event: CloudTrailEvent, settings: Settings, thing: Touched) -> Finding:
-    action = lambda_event(event.event_name) or event.event_name
+    action = lambda_event(event.event_name) or role_event(event.event_name) or event.event_name
     detail = ""
     attribute = _param(event.request, "attributeName")
     if attribute:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from guardrail_core import iam_baseline, inventory
+from guardrail_core import iam_baseline, inventory, subscription
 from guardrail_core.aws import client, error_code
 from guardrail_core.baseline import describe
 from guardrail_core.config import Settings
@@ -37,6 +37,7 @@ class SetupResult:
     trail_ok: bool = False
     refused: str = ""  # why setup would not adopt what exists (one line, with the parameter to set)
     admin_grants: list[str] = field(default_factory=list)  # inventory lines: admin rights outside the baseline
+    subscription: subscription.SubscriptionCheck | None = None
 
     @property
     def failed(self) -> list[Action]:
@@ -60,6 +61,8 @@ class SetupResult:
             "trail_ok": self.trail_ok,
             "refused": self.refused,
             "admin_grants": self.admin_grants,
+            "subscription": {"status": self.subscription.status, "detail": self.subscription.detail}
+            if self.subscription else None,
             "compliant": self.compliant,
         }
 
@@ -163,6 +166,11 @@ def converge(settings: Settings, *, dry_run: bool, why_not: str = Request.why_no
         result.trail = f"Could not check CloudTrail ({error_code(exc)}); make sure a multi-region trail is logging."
     held, unread = inventory.take(iam, settings)  # who else holds admin rights: in the email below
     result.admin_grants = inventory.lines(held, unread)
+    try:  # the owner's alert subscription: there, confirmed, unfiltered (repaired unless a dry run)
+        result.subscription = subscription.check(client("sns"), settings, repair=not dry_run)
+    except Exception as exc:  # informs too; a deployment never fails on it
+        result.subscription = subscription.SubscriptionCheck("failed", f"Could not check the alert subscription "
+                                                                       f"({error_code(exc)}).")
     return result
 
 
@@ -182,6 +190,9 @@ def setup_finding(settings: Settings, result: SetupResult, *, scheduled: bool = 
     if result.refused:
         steps.append("Deploy again with the parameter values above (sam deploy --parameter-overrides "
                      "Name=Value); setup then adopts what exists.")
+    if result.subscription and result.subscription.status == "pending":
+        steps.append("Confirm the alert subscription: open the email from AWS Notifications and click "
+                     "'Confirm subscription'. Until then no alert reaches you.")
     steps += [a.detail for a in result.held_back[:1]]
     if not result.refused:
         steps.append(f"Use admin rights by switching to role {settings.admin_role} with MFA: https://signin.aws."

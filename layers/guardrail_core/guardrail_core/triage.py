@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from guardrail_core.config import Settings
-from guardrail_core.events import CloudTrailEvent
+from guardrail_core.events import CloudTrailEvent, Identity
 
 
 class Verdict(StrEnum):
@@ -28,6 +28,23 @@ class Triage:
     @property
     def ignored(self) -> bool:
         return self.verdict is Verdict.IGNORE
+
+
+def own_session(ident: Identity, settings: Settings) -> bool:
+    """A call by the guardrail itself: one of its roles, in a session of one of its functions.
+
+    Both are needed. The role alone is not enough: anyone who may pass it (iam:PassRole) can
+    run other code with it. Lambda names an execution role's session after the function
+    (userIdentity.arn `arn:aws:sts::<account>:assumed-role/<role>/<function name>`), and the
+    stack's function names come from its environment (GUARDRAIL_FUNCTION_NAMES). A function
+    of the same name in another region would pass this test: its calls are denied by each
+    role's lambda:SourceFunctionArn condition, and its creation is CRITICAL (self_protect).
+    """
+    if ident.type != "AssumedRole" or not settings.is_guardrail(ident.session_issuer_arn):
+        return False
+    parts = ident.arn.split(":assumed-role/", 1)
+    session = parts[1].split("/", 1)[1] if len(parts) == 2 and "/" in parts[1] else ""
+    return bool(session) and session.lower() in settings.guardrail_functions
 
 
 def triage(
@@ -50,11 +67,14 @@ def triage(
         return Triage(Verdict.IGNORE,
                       f"{event.event_name} in {event.region}: this event is only recorded in {sorted(regions)}")
     ident = event.identity
-    if settings.is_guardrail(ident.session_issuer_arn, ident.arn):
-        own = ident.session_issuer_arn or ident.arn
-        return Triage(Verdict.IGNORE, f"made by the guardrail's own role {own} (no loops)")
+    if own_session(ident, settings):
+        return Triage(Verdict.IGNORE, f"made by the guardrail's own role, in its own function's session "
+                                      f"({ident.arn}) (no loops)")
     if event.failed:
         return Triage(Verdict.ATTEMPT, f"call failed with {event.error_code}: nothing changed")
     if settings.is_exempt(ident.arn, ident.session_issuer_arn):
         return Triage(Verdict.NOTIFY_ONLY, f"made by exempt principal {ident.display}: alert only, never undone")
+    if settings.is_guardrail(ident.session_issuer_arn):
+        return Triage(Verdict.ACT, f"a guardrail role used outside the guardrail's functions ({ident.arn}): judged "
+                                   "like anyone's call")
     return Triage(Verdict.ACT, "judge")

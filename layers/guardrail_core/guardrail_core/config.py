@@ -53,6 +53,9 @@ class Settings:
     own_resource_names: frozenset[str] = field(default_factory=frozenset)
     alert_email: str = ""  # the owner's address, subscribed to the alert topic
     alert_key_arn: str = ""  # the KMS key that encrypts the alert topic
+    # Regions whose sign-in, root, trail and tamper events are forwarded to this one (template:
+    # ForwardedRegions + ForwardedOptInRegions).
+    forwarded_regions: frozenset[str] = field(default_factory=frozenset)
 
     @property
     def remediation_enabled(self) -> bool:
@@ -117,4 +120,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         own_resource_names=_csv(env.get("OWN_RESOURCE_NAMES")),
         alert_email=env.get("ALERT_EMAIL", "").strip(),
         alert_key_arn=env.get("ALERT_KEY_ARN", "").strip(),
+        forwarded_regions=_csv(env.get("FORWARDED_REGIONS")),
     )

@@ -246,7 +246,8 @@ _WHY = {
 def _fix(event: CloudTrailEvent, thing: Touched, settings: Settings) -> list[str]:
     steps = []
     if event.event_name == "DisableRule":
-        steps.append(f"Enable the rule again: aws events enable-rule --name {thing.name} --region {settings.region}")
+        region = event.aws_region or event.region or settings.region  # a forwarding rule lives in its own region
+        steps.append(f"Enable the rule again: aws events enable-rule --name {thing.name} --region {region}")
     elif thing.kind == "alert key":
         steps.append(f"Put the key back: aws kms enable-key --key-id {thing.name} ; aws kms cancel-key-deletion "
                      f"--key-id {thing.name} (then enable it again) ; a replaced key policy is restored by redeploying "
@@ -262,8 +263,9 @@ def _fix(event: CloudTrailEvent, thing: Touched, settings: Settings) -> list[str
                      "Check the topic's subscriptions: aws sns list-subscriptions-by-topic --topic-arn <the topic>; "
                      "remove one you did not add: aws sns unsubscribe --subscription-arn <its ARN>.")
     elif lambda_event(event.event_name) == "PutFunctionConcurrency":
-        steps.append(f"Check the function's reserved concurrency (the template sets 5): aws lambda "
-                     f"put-function-concurrency --function-name {thing.name} --reserved-concurrent-executions 5")
+        steps.append("Check the function's reserved concurrency: the stack reserves none unless its ReservedConcurrency "
+                     f"parameter is set. Remove a limit you did not set: aws lambda delete-function-concurrency "
+                     f"--function-name {thing.name} (or redeploy the stack).")
     if thing.kind == "stack":
         steps.append("If this was your own deployment (sam deploy / sam delete), nothing to do.")
     else:
@@ -315,8 +317,10 @@ def judge(event: CloudTrailEvent, settings: Settings, verdict: Triage) -> list[F
         logger.info("change made by CloudFormation: a stack deployment, not tampering",
                     extra={"event": event.event_name})
         return []
-    if event.event_source not in GLOBAL_SOURCES and settings.region and (event.aws_region or event.region) != \
-            settings.region:
+    recorded = event.aws_region or event.region
+    # The stack's resources live in its region, and its forwarding rules in every forwarded region.
+    if event.event_source not in GLOBAL_SOURCES and settings.region and recorded != settings.region and not (
+            event.event_source == "events.amazonaws.com" and recorded in settings.forwarded_regions):
         logger.info("resource in another region than the guardrail's: not ours", extra={"region": event.aws_region})
         return []
     thing = touched(event, settings)

@@ -1,8 +1,13 @@
 """Audit-trail tampering: a trail stopped, deleted, or narrowed so management events go unrecorded.
 
 `judge` re-reads the trail the event names (in the trail's home region: CloudTrail API
-events arrive where the call was made, which for a trail is its home region) and decides on
-what the account shows now, not on what the event claims:
+events arrive where the call was made, which for a trail is its home region; from other
+regions they are forwarded to the stack's) and decides on what the account shows now, not on
+what the event claims. It judges the ACCOUNT's coverage, not one trail: when another trail
+still logs every region's management events (`covering`), a change to this one does not
+blind anyone: a data-events-only trail stopped or narrowed is a LOW note and is never
+restarted; a management trail stopped while another covers is MEDIUM (restarted in
+remediate mode, as it was running). Without such a trail:
 
 - StopLogging: not logging now -> CRITICAL, and (TrailMode=remediate) StartLogging again;
   logging again already (someone restarted it) -> HIGH, nothing to do but note the gap.
@@ -159,6 +164,103 @@ def coverage(response: Mapping[str, Any]) -> Coverage:
 
 
 @dataclass(frozen=True)
+class TrailState:
+    """One trail as the account shows it now (DescribeTrails, GetTrailStatus, GetEventSelectors).
+
+    `logging`/`cover` are None when they could not be read (`problem` says why), e.g. an
+    organization trail's selectors read from a member account.
+    """
+
+    name: str
+    arn: str
+    home_region: str
+    multi_region: bool
+    global_events: bool
+    organization: bool = False
+    logging: bool | None = None
+    cover: Coverage | None = None
+    problem: str = ""
+
+    @property
+    def records_management(self) -> bool:
+        """Whether it records management events at all (a data-events-only trail does not)."""
+        if self.cover is None:
+            return self.organization  # an organization trail is the management account's audit trail
+        return self.cover.reads or self.cover.writes
+
+    @property
+    def covers_account(self) -> bool:
+        """Logging every region's management write events, global services (IAM, sign-in) included:
+        with such a trail EventBridge receives the account's CloudTrail events (CloudTrail User Guide,
+        "Working with CloudTrail events in EventBridge": events are delivered only while a trail logs)."""
+        writes = self.cover.writes if self.cover is not None else self.organization
+        return bool(self.logging) and self.multi_region and self.global_events and writes
+
+    @property
+    def label(self) -> str:
+        kind = "organization trail" if self.organization else "trail"
+        scope = "all regions" if self.multi_region else f"{self.home_region} only"
+        return f"{kind} {self.name} ({scope}, home {self.home_region})"
+
+
+def covering(trails: Sequence[TrailState], *, besides: str = "") -> list[TrailState]:
+    """The trails that keep the account seen, other than the one named `besides` (name or ARN)."""
+    return [t for t in trails if t.covers_account and besides not in (t.name, t.arn)]
+
+
+def _trail_state(description: Mapping[str, Any], client_for: Any) -> TrailState:
+    arn = str(description.get("TrailARN") or "")
+    name = str(description.get("Name") or arn)
+    home = str(description.get("HomeRegion") or "")
+    ct = client_for(home) if home else None
+    logging: bool | None = None
+    cover: Coverage | None = None
+    problems: list[str] = []
+    try:
+        logging = bool(ct.get_trail_status(Name=arn or name).get("IsLogging")) if ct else None
+    except ClientError as exc:
+        if is_transient(exc):
+            raise
+        problems.append(f"GetTrailStatus: {error_code(exc)}")
+    try:
+        cover = coverage(ct.get_event_selectors(TrailName=arn or name)) if ct else None
+    except ClientError as exc:
+        if is_transient(exc):
+            raise
+        problems.append(f"GetEventSelectors: {error_code(exc)}")
+    return TrailState(
+        name=name, arn=arn, home_region=home,
+        multi_region=description.get("IsMultiRegionTrail") is True,
+        global_events=description.get("IncludeGlobalServiceEvents") is not False,
+        organization=description.get("IsOrganizationTrail") is True,
+        logging=logging, cover=cover, problem="; ".join(problems),
+    )
+
+
+def read_trails(ct: Any, client_for: Any = None) -> list[TrailState]:
+    """Every trail the account's region `ct` sees (its own, multi-region trails homed elsewhere and
+    organization trails: includeShadowTrails), each read in its home region, concurrently.
+
+    `client_for(region)` returns a CloudTrail client for a trail's home region (default: the shared
+    clients). Calls: 1 DescribeTrails + 2 per trail (GetTrailStatus, GetEventSelectors).
+    """
+    pick = client_for or (lambda region: client("cloudtrail", region))
+    return gather([lambda t=t: _trail_state(t, pick) for t in all_trails(ct)])
+
+
+def gather(thunks: Sequence[Any], workers: int = 16) -> list[Any]:
+    """Run the thunks on a small thread pool (boto3 clients are thread-safe); results in order.
+    The first exception raised by any thunk is raised here, after all have finished."""
+    if len(thunks) <= 1:
+        return [thunk() for thunk in thunks]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(workers, len(thunks))) as pool:
+        futures = [pool.submit(thunk) for thunk in thunks]
+    return [future.result() for future in futures]
+
+
+@dataclass(frozen=True)
 class TrailChange:
     """What an UpdateTrail did that matters, confirmed on the trail as it is now."""
 
@@ -214,7 +316,8 @@ def describe(ct: Any, trail: TrailRef) -> Mapping[str, Any] | None:
         if is_not_found(exc):
             return None
         raise
-    return found[0] if found and isinstance(found[0], Mapping) else None
+    named = [t for t in found if isinstance(t, Mapping) and trail.name in (t.get("Name"), t.get("TrailARN"))]
+    return named[0] if named else None  # only the trail asked for, whatever else the answer lists
 
 
 def all_trails(ct: Any) -> list[Mapping[str, Any]]:
@@ -282,32 +385,82 @@ GAP_STEP = ("CloudTrail Event history keeps 90 days of management events even wh
             "see what happened during the gap.")
 
 
+def account_trails(c: Context) -> tuple[TrailState | None, list[TrailState]]:
+    """The named trail as it is now (None: gone), and the OTHER trails that cover the account."""
+    states = read_trails(c.ct)
+    mine = next((t for t in states if c.trail.name in (t.name, t.arn) or c.trail.short == t.name), None)
+    others = [t for t in covering(states) if t is not mine]
+    return mine, others
+
+
+def still_covered(others: Sequence[TrailState]) -> str:
+    """The sentence naming what still covers the account."""
+    names = ", ".join(t.label for t in others)
+    return (f" The account is still covered: {names} logs every region's management events, so EventBridge "
+            "(and the guardrail) still sees the account.")
+
+
 def judge_stop(c: Context) -> list[Finding]:
-    logging = is_logging(c.ct, c.trail)
+    mine, others = account_trails(c)
     who = f"{c.actor} stopped logging on trail {c.trail.short} ({c.trail.region}) at {c.when}."
-    if logging is True:
+    if mine is not None and not mine.records_management and mine.cover is not None:
+        # Data events only: management events (what the guardrail and an investigation need) are
+        # not affected by this trail. Never restarted: starting a data trail is a cost decision.
+        severity = Severity.LOW if others else Severity.HIGH
+        state = "logging again now" if mine.logging else "stopped"
         return [c.finding(
-            id="trail-stopped", severity=Severity.HIGH,
+            id="trail-stopped", severity=severity,
+            summary=f"CloudTrail data-events trail {c.trail.short} was stopped" + (" (logging again)" if mine.logging
+                                                                                  else ""),
+            what_happened=who + f" It is {state}. It records data events only (no management events)."
+                          + (still_covered(others) if others else
+                             " No trail logs every region's management events, though: EventBridge receives no "
+                             "CloudTrail events, so the guardrail is blind until one does."),
+            actions=[Action(f"Start logging on trail {c.trail.short}", c.trail.name, Status.SKIPPED,
+                            detail="a data-events trail is not restarted: what it records (and costs) is your choice")]
+            if not mine.logging else [],
+            next_steps=([f"If you want its data events again: aws cloudtrail start-logging --name {c.trail.name} "
+                         f"--region {c.trail.region}"] if not mine.logging else [])
+            + ([] if others else ["Start logging on a multi-region trail that records management events."]),
+        )]
+    if mine is not None and mine.logging:
+        return [c.finding(
+            id="trail-stopped", severity=Severity.LOW if others else Severity.HIGH,
             summary=f"CloudTrail trail {c.trail.short} was stopped (logging again now)",
             what_happened=who + " The trail is logging again now (someone started it); events between the stop "
-                                "and the restart were not delivered to its bucket.",
+                                "and the restart were not delivered to its bucket."
+                          + (still_covered(others) if others else ""),
             next_steps=[GAP_STEP, f"Find out why {c.actor} stopped the trail."],
         )]
-    if logging is None:
+    if mine is None:
         return [c.finding(
-            id="trail-stopped", severity=Severity.CRITICAL,
+            id="trail-stopped", severity=Severity.LOW if others else Severity.CRITICAL,
             summary=f"CloudTrail trail {c.trail.short} was stopped and no longer exists",
-            what_happened=who + " The trail cannot be found now: it was probably deleted too.",
+            what_happened=who + " The trail cannot be found now: it was probably deleted too."
+                          + (still_covered(others) if others else ""),
             actions=[Action(f"Start logging on trail {c.trail.short}", c.trail.name, Status.SKIPPED,
                             detail="the trail no longer exists")],
             next_steps=[recreate_step(c.trail), GAP_STEP],
         )]
     actions = [restart(c)]
+    if others:
+        return [c.finding(
+            id="trail-stopped", severity=Severity.MEDIUM,
+            summary=f"CloudTrail trail {c.trail.short} was stopped (another trail still covers the account)",
+            what_happened=who + " It recorded management events, now delivered to its bucket no more."
+                          + still_covered(others),
+            actions=actions,
+            next_steps=[f"Find out why {c.actor} stopped the trail.", GAP_STEP]
+            + ([f"Start it again: aws cloudtrail start-logging --name {c.trail.name} --region {c.trail.region}"]
+               if actions[0].status is not Status.SUCCEEDED else []),
+        )]
     return [c.finding(
         id="trail-stopped", severity=Severity.CRITICAL,
         summary=f"CloudTrail trail {c.trail.short} was stopped",
-        what_happened=who + " While it is stopped, nothing done in the account is written to the audit log; "
-                            "stopping the trail is a common step before an attacker acts.",
+        what_happened=who + " It was the last trail logging the account's management events: while it is "
+                            "stopped, nothing done in the account is written to the audit log and EventBridge "
+                            "(so the guardrail) sees nothing; stopping the trail is a common step before an "
+                            "attacker acts.",
         actions=actions,
         next_steps=[f"Find out why {c.actor} stopped the trail; if you do not know, treat their credentials as "
                     "compromised.", GAP_STEP]
@@ -335,15 +488,25 @@ def recreate_step(trail: TrailRef) -> str:
 
 
 def judge_delete(c: Context) -> list[Finding]:
+    mine, covers = account_trails(c)
+    who = f"{c.actor} deleted trail {c.trail.short} ({c.trail.region}) at {c.when}."
+    if covers and mine is None:
+        return [c.finding(
+            id="trail-deleted", severity=Severity.LOW,
+            summary=f"CloudTrail trail {c.trail.short} was deleted (another trail still covers the account)",
+            what_happened=who + still_covered(covers) + " Whatever the deleted trail recorded besides (data events, "
+                                "a copy in its own bucket) is no longer recorded.",
+            next_steps=[f"Only if you still need what {c.trail.short} recorded: " + recreate_step(c.trail)],
+        )]
     trails = all_trails(c.ct)
     names = {str(t.get("Name")) for t in trails} | {str(t.get("TrailARN")) for t in trails}
-    who = f"{c.actor} deleted trail {c.trail.short} ({c.trail.region}) at {c.when}."
     others = sorted(str(t.get("Name")) for t in trails if t.get("Name") != c.trail.short)
-    remaining = (f" Other trails visible in {c.trail.region}: {', '.join(others)} (check they are logging)."
-                 if others else f" No other trail is visible in {c.trail.region}: nothing keeps an audit log there.")
+    remaining = (f" Other trails visible in {c.trail.region}: {', '.join(others)} (none of them logs every "
+                 "region's management events)." if others
+                 else f" No other trail is visible in {c.trail.region}: nothing keeps an audit log there.")
     if c.trail.name in names or c.trail.short in names:
         return [c.finding(
-            id="trail-deleted", severity=Severity.HIGH,
+            id="trail-deleted", severity=Severity.LOW if covers else Severity.HIGH,
             summary=f"CloudTrail trail {c.trail.short} was deleted (a trail of that name exists again)",
             what_happened=who + " A trail with that name exists now (recreated): check its settings; events between "
                                 "the deletion and the new trail were not logged." + remaining,
@@ -373,11 +536,14 @@ def judge_selectors(c: Context) -> list[Finding]:
         logger.info("event selectors still record every management event", extra={"trail": c.trail.name})
         return []
     gaps = cover.gaps()
+    _, others = account_trails(c)
     return [c.finding(
-        id="trail-selectors-narrowed", severity=cover.severity,
-        summary=f"CloudTrail trail {c.trail.short} no longer records all management events",
+        id="trail-selectors-narrowed", severity=Severity.LOW if others else cover.severity,
+        summary=f"CloudTrail trail {c.trail.short} no longer records all management events"
+        + (" (another trail covers the account)" if others else ""),
         what_happened=(f"{c.actor} changed the event selectors of trail {c.trail.short} ({c.trail.region}) at "
-                       f"{c.when}. Now " + "; ".join(gaps) + "."),
+                       f"{c.when}. Now " + "; ".join(gaps) + "." + (still_covered(others) if others else
+                       " No other trail logs every region's management events.")),
         actions=[Action(f"Restore event selectors of {c.trail.short}", c.trail.name, Status.SKIPPED,
                         detail="not done automatically: the previous selectors are not in the event, and guessing "
                                "could drop data events you pay for")],
@@ -398,13 +564,19 @@ def judge_update(c: Context) -> list[Finding]:
         logger.info("UpdateTrail did not narrow management logging",
                     extra={"trail": c.trail.name, "changed": sorted(k for k in c.event.request if k != "name")})
         return []
+    others: list[TrailState] = []
+    if any(ch.severity is Severity.CRITICAL for ch in changes):
+        _, others = account_trails(c)
+        if others:  # coverage is kept by another trail: what this one lost blinds nobody
+            changes = [TrailChange(Severity.LOW, ch.what) if ch.severity is Severity.CRITICAL else ch
+                       for ch in changes]
     worst = max((ch.severity for ch in changes), key=lambda s: s.rank)
     return [c.finding(
         id="trail-updated", severity=worst,
         summary=f"CloudTrail trail {c.trail.short} changed: " + ("logs less" if worst is Severity.CRITICAL
                                                                   else "audit settings weakened"),
         what_happened=(f"{c.actor} updated trail {c.trail.short} ({c.trail.region}) at {c.when}: "
-                       + "; ".join(ch.what for ch in changes) + "."),
+                       + "; ".join(ch.what for ch in changes) + "." + (still_covered(others) if others else "")),
         actions=[Action(f"Revert trail {c.trail.short}", c.trail.name, Status.SKIPPED,
                         detail="not done automatically: the previous settings are not in the event")],
         next_steps=[f"If you did not intend this: aws cloudtrail update-trail --name {c.trail.name} --region "

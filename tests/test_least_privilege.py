@@ -56,7 +56,8 @@ def granted(s: Stack, function: str) -> dict[str, list[dict[str, Any]]]:
         if statement["Effect"] == "Deny":  # only takes away: the guardrail's own roles kept out of
             # DetachOtherAdminGrants (unconditional), or only-from-its-function (tests/test_self_protection.py)
             assert "NotAction" not in statement and "NotResource" not in statement
-            assert "Condition" not in statement or statement["Condition"]["Null"] == {"lambda:SourceFunctionArn": "false"}
+            only_own_function = {"lambda:SourceFunctionArn": "false"}
+            assert "Condition" not in statement or statement["Condition"]["Null"] == only_own_function
             continue
         assert statement["Effect"] == "Allow" and "NotAction" not in statement and "NotResource" not in statement
         for action in as_list(statement["Action"]):

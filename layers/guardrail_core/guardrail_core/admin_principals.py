@@ -23,13 +23,13 @@ from __future__ import annotations
 
 from guardrail_core import grants as held_rights
 from guardrail_core.admin_drift import (
+    HELD_BACK_EVENTS,
     IAM_SOURCE,
     Kind,
     Touch,
     _same,
     attempt_is_relevant,
     classify,
-    HELD_BACK_EVENTS,
     compromise_step,
     converge_touched,
     finish_held_back,

@@ -263,8 +263,9 @@ def _fix(event: CloudTrailEvent, thing: Touched, settings: Settings) -> list[str
                      "Check the topic's subscriptions: aws sns list-subscriptions-by-topic --topic-arn <the topic>; "
                      "remove one you did not add: aws sns unsubscribe --subscription-arn <its ARN>.")
     elif lambda_event(event.event_name) == "PutFunctionConcurrency":
-        steps.append("Check the function's reserved concurrency: the stack reserves none unless its ReservedConcurrency "
-                     f"parameter is set. Remove a limit you did not set: aws lambda delete-function-concurrency "
+        steps.append("Check the function's reserved concurrency: the stack reserves none unless its "
+                     "ReservedConcurrency parameter is set. Remove a limit you did not set: aws lambda "
+                     "delete-function-concurrency "
                      f"--function-name {thing.name} (or redeploy the stack).")
     if thing.kind == "stack":
         steps.append("If this was your own deployment (sam deploy / sam delete), nothing to do.")

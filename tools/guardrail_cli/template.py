@@ -82,11 +82,18 @@ def parameter_problem(spec: Mapping[str, Any], value: str) -> str:
 
     The checks CloudFormation makes (User Guide, "Parameters" section of a template): `Type`
     (`Number`: an integer or a float), `AllowedValues`, `AllowedPattern` (the whole value must
-    match; String types only), `MinLength`/`MaxLength` (String), `MinValue`/`MaxValue` (Number).
+    match; String types only), `MinLength`/`MaxLength` (String), `MinValue`/`MaxValue` (Number);
+    for a `CommaDelimitedList`, `AllowedValues` and `AllowedPattern` apply to each member.
     """
     kind = str(spec.get("Type", "String"))
+    if kind == "CommaDelimitedList":  # AllowedValues and AllowedPattern apply to each member
+        for member in value.split(","):
+            problem = parameter_problem({**spec, "Type": "String"}, member.strip())
+            if problem:
+                return f"member {member.strip()!r} {problem}"
+        return ""
     if kind not in ("String", "Number"):
-        return f"has type {kind}, which the local account does not support (String or Number only)"
+        return f"has type {kind}, which the local account does not support (String, Number or CommaDelimitedList)"
     if kind == "Number":
         number = _number(value)
         if number is None:

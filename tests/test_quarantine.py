@@ -215,7 +215,8 @@ def test_new_credential_for_an_admin_member_is_high_unless_vouched_for(mode: str
         ]
         for identity, expected in cases:
             event = credential_event(call, "phoebe", identity)
-            assert [r.function for r in local.route(event)] == [FUNCTION], call
+            # (EnableMFADevice also reaches admin-drift: it may finish a held-back removal.)
+            assert FUNCTION in [r.function for r in local.route(event)], call
             inv = local.invoke(FUNCTION, event)
             assert inv.error is None, inv.logs
             takeover = [f["severity"] for f in inv.findings if f["id"] == "admin-credential-takeover"]

@@ -34,7 +34,7 @@ GROUP_ARN = f"arn:aws:iam::{ACCOUNT_ID}:group/administrators"
 ASSUME_POLICY_ARN = f"arn:aws:iam::{ACCOUNT_ID}:policy/assume-admin-role"
 ROLES = {"SetupRole": "setup", "AdminDriftRole": "admin-drift", "MfaDriftRole": "mfa-drift",
          "MfaSweepRole": "mfa-sweep", "RootActivityRole": "root-activity", "TrailGuardRole": "trail-guard",
-         "SelfProtectRole": "self-protect"}
+         "SelfProtectRole": "self-protect", "HeartbeatRole": "heartbeat"}
 PARAMETER_SETS = [
     {}, {"AdminDriftMode": "remediate", "DetachOtherAdminGrants": "true", "MfaMode": "quarantine"},
     {"AdminDriftMode": "notify", "MfaMode": "notify", "TrailMode": "notify"}, {"KillSwitch": "on"},

@@ -272,7 +272,8 @@ def other_value(spec: dict[str, Any]) -> str | None:
     candidates = [str(v) for v in spec.get("AllowedValues", [])]
     if "MinValue" in spec:
         candidates += [str(spec["MinValue"]), str(spec["MaxValue"])]
-    candidates += ["owner2@example.com", "admins-2", "rate(2 days)", "arn:aws:iam::123456789012:user/breakglass"]
+    candidates += ["owner2@example.com", "admins-2", "rate(2 days)", "arn:aws:iam::123456789012:user/breakglass",
+                   "us-east-2", "af-south-1", "rate(30 minutes)"]
     for value in candidates:
         if value != default and re.fullmatch(spec.get("AllowedPattern", ".*"), value):
             return value

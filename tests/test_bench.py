@@ -197,12 +197,13 @@ def test_the_latency_shim_adds_what_it_says_to_every_call() -> None:
     bare_ms = [(c.ended - c.started) * 1000 for c in bare.calls]
     slow_ms = [(c.ended - c.started) * 1000 for c in slow.calls]
     assert len(slow_ms) == 3
-    assert max(bare_ms) < 10, bare_ms
-    for took in slow_ms:
-        assert 20 <= took < 20 + max(bare_ms) + 15, slow_ms  # never early; the ceiling allows a loaded machine
-    with record_calls() as after:  # and the block leaves no latency behind
-        iam.list_account_aliases()
-    assert (after.calls[0].ended - after.calls[0].started) * 1000 < 10
+    assert min(slow_ms) >= 20, slow_ms  # a sleep never returns early
+    # and it adds no more than asked: the fastest of each kind compared (a loaded machine stretches any one call)
+    assert min(slow_ms) - 20 < min(bare_ms) + 10, (slow_ms, bare_ms)
+    with record_calls() as after:  # the block leaves no latency behind
+        for _ in range(3):
+            iam.list_account_aliases()
+    assert min((c.ended - c.started) * 1000 for c in after.calls) < 10
 
 
 def test_calls_on_threads_wait_together_and_count_as_one_round() -> None:
@@ -358,8 +359,8 @@ def test_rounds_are_the_median_runs_not_the_one_a_late_thread_stretched() -> Non
 
 
 def test_each_timed_run_is_a_new_cloudtrail_record_not_a_redelivery() -> None:
-    event = {"id": "e1", "detail-type": "AWS API Call via CloudTrail",
-             "detail": {"eventID": "r1", "eventName": "AttachGroupPolicy"}}
+    event: dict[str, Any] = {"id": "e1", "detail-type": "AWS API Call via CloudTrail",
+                             "detail": {"eventID": "r1", "eventName": "AttachGroupPolicy"}}
     again = fresh(event)
     assert again["id"] != "e1" and again["detail"]["eventID"] != "r1"  # both duplicate keys are new
     assert again["detail"]["eventName"] == "AttachGroupPolicy" and event["detail"]["eventID"] == "r1"

@@ -145,7 +145,9 @@ def test_resources_are_exact_wherever_iam_allows(function: str, params: str) -> 
                                    f"arn:aws:cloudtrail:{REGION}:{ACCOUNT_ID}:",
                                    f"arn:aws:sns:{REGION}:{ACCOUNT_ID}:", f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:",
                                    f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:", f"arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:",
-                                   f"arn:aws:logs:{REGION}:{ACCOUNT_ID}:")), f"{function}: {action} on {arn}"
+                                   f"arn:aws:logs:{REGION}:{ACCOUNT_ID}:",
+                                   f"arn:aws:events:*:{ACCOUNT_ID}:rule/account-guardrail-")), \
+            f"{function}: {action} on {arn}"
         # Attaching a policy is only ever the one policy the guardrail may attach.
         if action == "iam:AttachRolePolicy":
             only_admin = {"ArnEquals": {"iam:PolicyARN": ADMINISTRATOR_ACCESS_ARN}}

@@ -155,7 +155,8 @@ def function_landed(function: str) -> bool:
     """Whether a detector's code exists. Every one has landed: a missing one is an error, never a quiet skip."""
     folder = {"AdminDriftFunction": "admin_drift", "TrailGuardFunction": "trail_guard", "MfaDriftFunction": "mfa_drift",
               "MfaSweepFunction": "mfa_sweep", "RootActivityFunction": "root_activity",
-              "SelfProtectFunction": "self_protect", "SetupFunction": "setup"}[function]
+              "SelfProtectFunction": "self_protect", "SetupFunction": "setup",
+              "HeartbeatFunction": "heartbeat"}[function]
     path = REPO_ROOT / "functions" / folder / "app.py"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: the template's {function} has no code")
@@ -225,6 +226,7 @@ DETECTOR_MODULES = {
     "RootActivityFunction": ("root_activity", None),
     "TrailGuardFunction": ("trail_guard", "TrailRemediates"),
     "SelfProtectFunction": ("self_protect", None),
+    "HeartbeatFunction": ("heartbeat", None),
 }
 
 

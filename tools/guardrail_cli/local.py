@@ -347,3 +347,7 @@ def deploy_stack_resources(stack: Stack) -> None:
                 PolicyName=stack._name_of(logical_id),
                 PolicyDocument=json.dumps(stack.resolve(props["PolicyDocument"])),
             )
+    events = boto3.client("events", region_name=stack.region)
+    for rule in stack.rules():  # the rules, as the heartbeat reads them
+        events.put_rule(Name=rule.name, EventPattern=json.dumps(rule.pattern), State=rule.state)  # type: ignore[arg-type]
+        events.put_targets(Rule=rule.name, Targets=[{"Id": rule.function, "Arn": stack.get_att(rule.function, "Arn")}])

@@ -68,6 +68,8 @@ class Rule:
     logical_id: str  # the SAM event name, e.g. "AdminAccessChange"
     function: str  # logical id of the target function
     pattern: dict[str, Any]
+    name: str = ""  # the rule's name in EventBridge (RuleName)
+    state: str = "ENABLED"  # ENABLED, DISABLED or ENABLED_WITH_ALL_CLOUDTRAIL_MANAGEMENT_EVENTS
 
 
 @dataclass(frozen=True)
@@ -301,8 +303,11 @@ class Stack:
                 continue
             for event_id, event in resource.get("Properties", {}).get("Events", {}).items():
                 if event.get("Type") in ("EventBridgeRule", "CloudWatchEvent"):
-                    pattern = self.resolve(event["Properties"]["Pattern"])
-                    out.append(Rule(event_id, logical_id, json.loads(json.dumps(pattern))))
+                    props = event["Properties"]
+                    pattern = self.resolve(props["Pattern"])
+                    name = str(self.resolve(props.get("RuleName", f"{self.stack_name}-{logical_id}{event_id}")))
+                    state = str(self.resolve(props.get("State", "ENABLED")))
+                    out.append(Rule(event_id, logical_id, json.loads(json.dumps(pattern)), name, state))
         return out
 
     def schedules(self) -> dict[str, str]:

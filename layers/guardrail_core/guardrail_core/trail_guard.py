@@ -159,6 +159,103 @@ def coverage(response: Mapping[str, Any]) -> Coverage:
 
 
 @dataclass(frozen=True)
+class TrailState:
+    """One trail as the account shows it now (DescribeTrails, GetTrailStatus, GetEventSelectors).
+
+    `logging`/`cover` are None when they could not be read (`problem` says why), e.g. an
+    organization trail's selectors read from a member account.
+    """
+
+    name: str
+    arn: str
+    home_region: str
+    multi_region: bool
+    global_events: bool
+    organization: bool = False
+    logging: bool | None = None
+    cover: Coverage | None = None
+    problem: str = ""
+
+    @property
+    def records_management(self) -> bool:
+        """Whether it records management events at all (a data-events-only trail does not)."""
+        if self.cover is None:
+            return self.organization  # an organization trail is the management account's audit trail
+        return self.cover.reads or self.cover.writes
+
+    @property
+    def covers_account(self) -> bool:
+        """Logging every region's management write events, global services (IAM, sign-in) included:
+        with such a trail EventBridge receives the account's CloudTrail events (CloudTrail User Guide,
+        "Working with CloudTrail events in EventBridge": events are delivered only while a trail logs)."""
+        writes = self.cover.writes if self.cover is not None else self.organization
+        return bool(self.logging) and self.multi_region and self.global_events and writes
+
+    @property
+    def label(self) -> str:
+        kind = "organization trail" if self.organization else "trail"
+        scope = "all regions" if self.multi_region else f"{self.home_region} only"
+        return f"{kind} {self.name} ({scope}, home {self.home_region})"
+
+
+def covering(trails: Sequence[TrailState], *, besides: str = "") -> list[TrailState]:
+    """The trails that keep the account seen, other than the one named `besides` (name or ARN)."""
+    return [t for t in trails if t.covers_account and besides not in (t.name, t.arn)]
+
+
+def _trail_state(description: Mapping[str, Any], client_for: Any) -> TrailState:
+    arn = str(description.get("TrailARN") or "")
+    name = str(description.get("Name") or arn)
+    home = str(description.get("HomeRegion") or "")
+    ct = client_for(home) if home else None
+    logging: bool | None = None
+    cover: Coverage | None = None
+    problems: list[str] = []
+    try:
+        logging = bool(ct.get_trail_status(Name=arn or name).get("IsLogging")) if ct else None
+    except ClientError as exc:
+        if is_transient(exc):
+            raise
+        problems.append(f"GetTrailStatus: {error_code(exc)}")
+    try:
+        cover = coverage(ct.get_event_selectors(TrailName=arn or name)) if ct else None
+    except ClientError as exc:
+        if is_transient(exc):
+            raise
+        problems.append(f"GetEventSelectors: {error_code(exc)}")
+    return TrailState(
+        name=name, arn=arn, home_region=home,
+        multi_region=description.get("IsMultiRegionTrail") is True,
+        global_events=description.get("IncludeGlobalServiceEvents") is not False,
+        organization=description.get("IsOrganizationTrail") is True,
+        logging=logging, cover=cover, problem="; ".join(problems),
+    )
+
+
+def read_trails(ct: Any, client_for: Any = None) -> list[TrailState]:
+    """Every trail the account's region `ct` sees (its own, multi-region trails homed elsewhere and
+    organization trails: includeShadowTrails), each read in its home region, concurrently.
+
+    `client_for(region)` returns a CloudTrail client for a trail's home region (default: the shared
+    clients). Calls: 1 DescribeTrails + 2 per trail (GetTrailStatus, GetEventSelectors).
+    """
+    pick = client_for or (lambda region: client("cloudtrail", region))
+    return gather([lambda t=t: _trail_state(t, pick) for t in all_trails(ct)])
+
+
+def gather(thunks: Sequence[Any], workers: int = 16) -> list[Any]:
+    """Run the thunks on a small thread pool (boto3 clients are thread-safe); results in order.
+    The first exception raised by any thunk is raised here, after all have finished."""
+    if len(thunks) <= 1:
+        return [thunk() for thunk in thunks]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(workers, len(thunks))) as pool:
+        futures = [pool.submit(thunk) for thunk in thunks]
+    return [future.result() for future in futures]
+
+
+@dataclass(frozen=True)
 class TrailChange:
     """What an UpdateTrail did that matters, confirmed on the trail as it is now."""
 

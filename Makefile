@@ -11,7 +11,7 @@ export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 export PATH := $(dir $(PYTHON313)):$(PATH)
 
-.PHONY: help demo test lint typecheck unit template build bench clean
+.PHONY: help demo test lint typecheck unit template build bench clean regional
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -56,6 +56,9 @@ template: $(BIN)/guardrail $(SAM_VENV)/bin/sam $(CHECKOV_VENV)/bin/checkov  ## c
 
 unit: $(BIN)/guardrail  ## pytest (moto, offline)
 	$(BIN)/pytest
+
+regional: $(BIN)/guardrail  ## regenerate the forwarding StackSet's template from the home rules (after changing a forwarded rule)
+	$(BIN)/python -m guardrail_cli.regional
 
 build: $(SAM_VENV)/bin/sam  ## sam build (then: sam deploy --guided, in us-east-1)
 	$(SAM_VENV)/bin/sam build --template template.yaml

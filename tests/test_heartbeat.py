@@ -29,9 +29,12 @@ CONFIG = HeartbeatConfig(home_region=REGION)
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
 
+FORWARDED = "ap-southeast-2,eu-north-1"  # two regions keep the tests quick; one test uses all 16
+
+
 @pytest.fixture
 def guardrail() -> Iterator[LocalGuardrail]:
-    with baseline_account() as local:
+    with baseline_account({"ForwardedRegions": FORWARDED}, forwarding=True) as local:
         yield local
 
 
@@ -134,12 +137,46 @@ def test_a_disabled_rule_one_critical_naming_it_then_one_recovery(guardrail: Loc
     blind = emails(beats(guardrail))
     assert len(blind) == 1
     short = rule.removeprefix("account-guardrail-")
-    assert blind[0]["subject"].startswith(f"[CRITICAL] Guardrail is partly blind: rule {short} disabled in {REGION}")
+    assert blind[0]["subject"].startswith(f"[CRITICAL] Guardrail partly blind: {short} disabled in {REGION}")
     assert f"rule {rule} in {REGION} is DISABLED" in blind[0]["message"]
     assert f"aws events enable-rule --name {rule} --region {REGION}" in blind[0]["message"]
     events().enable_rule(Name=rule)
     back = emails(beats(guardrail))
     assert len(back) == 1 and back[0]["subject"].startswith("[INFO]")
+
+
+def test_a_disabled_forwarding_rule_in_another_region(guardrail: LocalGuardrail) -> None:
+    rule = "account-guardrail-signin-without-mfa"
+    events("ap-southeast-2").disable_rule(Name=rule)
+    blind = emails(beats(guardrail))
+    assert len(blind) == 1
+    assert blind[0]["subject"].startswith(
+        "[CRITICAL] Guardrail partly blind: signin-without-mfa disabled in ap-southeast-2")
+    assert ("events recorded in ap-southeast-2 no longer reach the guardrail" in blind[0]["message"])
+    events("ap-southeast-2").enable_rule(Name=rule)
+    assert [e["subject"][:6] for e in emails(beats(guardrail))] == ["[INFO]"]
+
+
+def test_a_forwarding_rule_sent_elsewhere_or_a_region_emptied(guardrail: LocalGuardrail) -> None:
+    events("eu-north-1").put_targets(Rule="account-guardrail-root-signin", Targets=[
+        {"Id": "guardrail-home-region", "Arn": "arn:aws:events:eu-north-1:999999999999:event-bus/default"}])
+    for name in [r["Name"] for r in events("ap-southeast-2").list_rules()["Rules"]]:
+        ids = [t["Id"] for t in events("ap-southeast-2").list_targets_by_rule(Rule=name)["Targets"]]
+        events("ap-southeast-2").remove_targets(Rule=name, Ids=ids)
+        events("ap-southeast-2").delete_rule(Name=name)
+    (blind,) = emails(beats(guardrail, 2))
+    assert "rule account-guardrail-root-signin in eu-north-1 no longer forwards to " \
+           "arn:aws:events:us-east-1:123456789012:event-bus/default" in blind["message"]
+    assert blind["message"].count("in ap-southeast-2 is missing") == 7
+
+
+def test_a_default_deployment_watches_all_16_forwarded_regions() -> None:
+    with baseline_account(forwarding=True) as local:
+        (run,) = beats(local, 1)
+        assert run.result["problems"] == {} and run.notifications == []
+        described = {(c.params["Name"], c.region) for c in run.calls if c.name == "events:DescribeRule"}
+        assert len({region for _, region in described}) == 17  # home + 16 enabled-by-default regions
+        assert len(described) == 3 + 7 * 17  # the home-only IAM rules, and the forwarded ones everywhere
 
 
 def test_root_rule_without_read_only_events_is_a_blind_spot(guardrail: LocalGuardrail) -> None:

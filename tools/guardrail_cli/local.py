@@ -1,7 +1,10 @@
 """The local stand-in account: moto in-process, driven through template.yaml's own rules.
 
-`LocalGuardrail` does what EventBridge and Lambda do in the cloud: match an event against
-every rule's pattern (moto's EventBridge pattern matcher, the same one its PutEvents uses),
+`LocalGuardrail` does what EventBridge and Lambda do in the cloud: deliver an event where AWS
+would (the home region's rules for an event recorded there; the forwarding StackSet's rules,
+then the home rules, for an event recorded in a forwarded region; nothing elsewhere), match
+it with an AWS-validated pattern engine (guardrail_cli.matcher), honour each rule's state
+(read-only CloudTrail events reach only rules in ENABLED_WITH_ALL_CLOUDTRAIL_MANAGEMENT_EVENTS),
 and call each target function's real handler, loaded from the template's CodeUri/Handler
 with the environment the template gives it. Tests, `guardrail demo`, `guardrail replay`
 and the benchmark all go through here, so none of them can drift from the template.
@@ -27,8 +30,8 @@ from types import ModuleType
 from typing import Any
 
 from moto import mock_aws
-from moto.events.models import EventPattern
 
+from guardrail_cli.matcher import Pattern
 from guardrail_cli.recorder import Call, record_calls
 from guardrail_cli.template import Function, Rule, Stack
 
@@ -103,25 +106,87 @@ class Invocation:
         }
 
 
+ALL_MANAGEMENT = "ENABLED_WITH_ALL_CLOUDTRAIL_MANAGEMENT_EVENTS"
+ENABLED_STATES = frozenset({"ENABLED", ALL_MANAGEMENT})
+
+
+def delivers(state: str, event: Mapping[str, Any]) -> bool:
+    """Whether a rule in `state` is offered the event at all (before its pattern is tried).
+
+    EventBridge offers read-only CloudTrail management events (detail.readOnly true) only to
+    rules in state ENABLED_WITH_ALL_CLOUDTRAIL_MANAGEMENT_EVENTS (EventBridge User Guide,
+    "Events from AWS services": read-only management events); a DISABLED rule gets nothing.
+    """
+    if state not in ENABLED_STATES:
+        return False
+    detail = event.get("detail")
+    read_only = isinstance(detail, Mapping) and detail.get("readOnly") is True
+    return state == ALL_MANAGEMENT or not (read_only and event.get("detail-type") == "AWS API Call via CloudTrail")
+
+
+@dataclass
+class Routing:
+    """Where EventBridge would take an event, and why: the functions' rules, the way it travelled."""
+
+    rules: list[Rule]
+    path: str  # "home", "forwarded", "schedule" or "not covered"
+    note: str = ""  # for people: how the event got here, or why it went nowhere
+    forwarded_by: list[str] = field(default_factory=list)  # the regional rules that forwarded it
+
+
 class LocalGuardrail:
     """One deployed stack: its rules and functions, each function a warm 'container'."""
 
     def __init__(self, stack: Stack | None = None) -> None:
+        from guardrail_cli import regional
+
         self.stack = stack or Stack(account_id=ACCOUNT_ID, region=REGION)
         self.functions: dict[str, Function] = self.stack.functions()
-        self.rules: list[tuple[Rule, EventPattern]] = [
-            (rule, EventPattern.load(json.dumps(rule.pattern))) for rule in self.stack.rules()
-        ]
+        self.rules: list[tuple[Rule, Pattern]] = [(rule, Pattern(rule.pattern)) for rule in self.stack.rules()]
+        forwarding = regional.resolved_regional_template(self.stack)["Resources"] \
+            if regional.STACKSET in self.stack.resources else {}
+        self.forwarding_rules: list[tuple[str, str, Pattern]] = [
+            (str(r["Properties"]["Name"]), str(r["Properties"].get("State", "ENABLED")),
+             Pattern(r["Properties"]["EventPattern"])) for r in forwarding.values()]
+        self.forwarded_regions: list[str] = regional.stack_instance_regions(self.stack) if forwarding else []
         self._handlers: dict[str, Callable[[Any, Any], Any]] = {}
         self._instance = next(_instance_ids)
 
     # -- EventBridge ----------------------------------------------------------------------
 
     def route(self, event: Mapping[str, Any]) -> list[Rule]:
-        """The rules whose pattern matches the event (as EventBridge would decide), then the
-        schedules that sent it (a "Scheduled Event" names its schedule or rule in `resources`)."""
-        matched = [rule for rule, pattern in self.rules if pattern.matches_event(dict(event))]  # type: ignore[arg-type]
-        return matched + self._schedules_for(event)
+        """The rules that would invoke a function for this event (see `routing`)."""
+        return self.routing(event).rules
+
+    def _home_rules(self, event: Mapping[str, Any]) -> list[Rule]:
+        return [rule for rule, pattern in self.rules if delivers(rule.state, event) and pattern.matches(event)]
+
+    def routing(self, event: Mapping[str, Any]) -> Routing:
+        """As EventBridge would route it: an AWS event reaches only the bus of the region it was
+        recorded in (the envelope's `region`); there, the stack's rules match it (home region), or
+        its forwarding rules send it on, unchanged, to the home bus, whose rules then match it.
+        A schedule's event goes to its function (it names the schedule in `resources`)."""
+        scheduled = self._schedules_for(event)
+        if scheduled:
+            return Routing(scheduled, "schedule")
+        region = str(event.get("region") or self.stack.region)
+        home = self.stack.region
+        if region == home:
+            rules = self._home_rules(event)
+            return Routing(rules, "home", "" if rules else f"no rule of the stack matches it in {home}")
+        if region not in self.forwarded_regions:
+            return Routing([], "not covered", (
+                f"recorded in {region}, a region the stack does not cover: EventBridge delivers it only in "
+                f"{region}, where the guardrail has no rule (add {region} to ForwardedRegions, or to "
+                "ForwardedOptInRegions for an opt-in region, to cover it)"))
+        forwarders = [name for name, state, pattern in self.forwarding_rules
+                      if delivers(state, event) and pattern.matches(event)]
+        if not forwarders:
+            return Routing([], "forwarded", f"no forwarding rule in {region} matches it: it stays in {region}")
+        rules = self._home_rules(event)
+        how = f"forwarded from {region} to {home} by {', '.join(forwarders)}"
+        return Routing(rules, "forwarded", how if rules else how + f"; no rule of the stack matches it in {home}",
+                       forwarders)
 
     def _schedules_for(self, event: Mapping[str, Any]) -> list[Rule]:
         resources = event.get("resources")
@@ -143,6 +208,11 @@ class LocalGuardrail:
         """Route an event and invoke every matching rule's target once per rule."""
         rules = self.route(event)
         return rules, [self.invoke(rule.function, event) for rule in rules]
+
+    def dispatch_routed(self, event: Mapping[str, Any]) -> tuple[Routing, list[Invocation]]:
+        """`dispatch`, keeping how the event was routed (for replay's output)."""
+        routing = self.routing(event)
+        return routing, [self.invoke(rule.function, event) for rule in routing.rules]
 
     # -- Lambda ---------------------------------------------------------------------------
 
@@ -323,9 +393,11 @@ def _credential_report_times() -> Iterator[None]:
         IAMBackend.generate_report, IamResponse.get_credential_report = saved  # type: ignore[method-assign]
 
 
-def deploy_stack_resources(stack: Stack) -> None:
+def deploy_stack_resources(stack: Stack, *, forwarding: bool = False) -> None:
     """Create what the handlers call besides IAM: the alert topic, the idempotency table,
-    the failure queue and the quarantine policy, named as the template names them."""
+    the failure queue and the quarantine policy, named as the template names them; the
+    stack's rules in its region; and, with `forwarding`, the StackSet's rules in every
+    forwarded region (a few seconds for the default 16 regions: only tests that read them ask)."""
     import boto3
 
     for logical_id, resource in stack.resources.items():
@@ -351,3 +423,15 @@ def deploy_stack_resources(stack: Stack) -> None:
     for rule in stack.rules():  # the rules, as the heartbeat reads them
         events.put_rule(Name=rule.name, EventPattern=json.dumps(rule.pattern), State=rule.state)  # type: ignore[arg-type]
         events.put_targets(Rule=rule.name, Targets=[{"Id": rule.function, "Arn": stack.get_att(rule.function, "Arn")}])
+    from guardrail_cli import regional
+
+    if not forwarding or regional.STACKSET not in stack.resources:
+        return
+    forwarded = regional.resolved_regional_template(stack)["Resources"]
+    for region in regional.stack_instance_regions(stack):  # what the StackSet deploys in each region
+        events = boto3.client("events", region_name=region)
+        for resource in forwarded.values():
+            props = resource["Properties"]
+            events.put_rule(Name=props["Name"], EventPattern=json.dumps(props["EventPattern"]), State=props["State"],
+                            Description=props["Description"])
+            events.put_targets(Rule=props["Name"], Targets=props["Targets"])

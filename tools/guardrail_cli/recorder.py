@@ -27,6 +27,7 @@ class Call:
     params: dict[str, Any]
     started: float = 0.0  # time.perf_counter() when the client was asked (seconds)
     ended: float = 0.0  # ... and when it answered or raised (0.0: still running, or not timed)
+    region: str = ""  # the client's region
 
     @property
     def name(self) -> str:
@@ -70,7 +71,8 @@ def _wrapper_call(self: BaseClient, operation_name: str, api_params: dict[str, A
     if _active:
         service = self.meta.service_model.signing_name or self.meta.service_model.endpoint_prefix
         service = {"email": "ses", "monitoring": "cloudwatch"}.get(service, service)
-        call = Call(service, operation_name, dict(api_params), started=started)
+        call = Call(service, operation_name, dict(api_params), started=started,
+                    region=str(self.meta.region_name or ""))
         for recorder in _active:
             recorder.calls.append(call)
     try:

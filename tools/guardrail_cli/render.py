@@ -178,8 +178,12 @@ def replay_lines(replay: Replay, style: Style, *, logs: bool = False, show_path:
         elif replay.applied.status == FAILED:
             text = style.red(text)
         lines += field_lines("", [text], style)
+    routing = replay.routing
+    if routing and routing.path == "forwarded" and routing.rules:
+        lines += field_lines("route", [routing.note], style)
     if not replay.rules:
-        lines += field_lines("rule", [style.yellow("no rule matched: no function invoked")], style)
+        why = routing.note if routing and routing.note else "no rule matched"
+        lines += field_lines("rule", [style.yellow(f"{why}: no function invoked")], style)
     for rule, invocation in zip(replay.rules, replay.invocations, strict=True):
         lines += field_lines("rule", [f"{style.bold(rule.logical_id)} -> {rule.function}"], style)
         lines += invocation_lines(invocation, style, logs=logs)
@@ -286,7 +290,8 @@ def more_lines(replay: Replay, style: Style) -> list[str]:
     if replay.applied and replay.applied.status != APPLIED:
         lines.append(f"{INDENT}  {replay.applied.line}")
     if not replay.rules:
-        lines.append(f"{INDENT}  no rule matched: no function invoked")
+        why = replay.routing.note if replay.routing and replay.routing.note else "no rule matched"
+        lines.append(f"{INDENT}  {why}: no function invoked")
     for rule, inv in zip(replay.rules, replay.invocations, strict=True):
         lines.append(f"{INDENT}  {rule.logical_id} -> {inv.function}")
         if inv.error:

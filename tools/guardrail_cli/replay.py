@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from guardrail_cli.apply import Applied, apply_recorded_call
-from guardrail_cli.local import Invocation, LocalGuardrail
+from guardrail_cli.local import Invocation, LocalGuardrail, Routing
 from guardrail_cli.template import Rule
 from guardrail_cli.testing import baseline_account
 
@@ -36,6 +36,7 @@ class Replay:
     applied: Applied | None = None
     rules: list[Rule] = field(default_factory=list)
     invocations: list[Invocation] = field(default_factory=list)
+    routing: Routing | None = None
 
     @property
     def event_name(self) -> str:
@@ -49,6 +50,8 @@ class Replay:
             "event_name": self.event_name,
             "applied": self.applied.to_json() if self.applied else None,
             "rules": [rule.logical_id for rule in self.rules],
+            "routing": {"path": self.routing.path, "note": self.routing.note,
+                        "forwarded_by": self.routing.forwarded_by} if self.routing else None,
             "invocations": [invocation_json(inv) for inv in self.invocations],
         }
 
@@ -116,7 +119,8 @@ def replay_in(guardrail: LocalGuardrail, path: str, event: dict[str, Any]) -> Re
     """Replay one event in the given account (which keeps whatever state it ends in)."""
     replay = Replay(path=path, event=event)
     replay.applied = apply_recorded_call(event, guardrail.stack.account_id)
-    replay.rules, replay.invocations = guardrail.dispatch(event)
+    replay.routing, replay.invocations = guardrail.dispatch_routed(event)
+    replay.rules = replay.routing.rules
     return replay
 
 

@@ -203,6 +203,8 @@ class Stack:
         if name.startswith("AWS::"):
             return self._pseudo(name)
         if name in self.params:
+            if self.template["Parameters"][name].get("Type") == "CommaDelimitedList":
+                return [part.strip() for part in self.params[name].split(",")]  # as CloudFormation: "" -> [""]
             return self.params[name]
         return self.ref(name)
 

@@ -96,16 +96,18 @@ def load_event(path: str | Path) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def baseline_account(parameters: Mapping[str, str] | None = None, *, converge: bool = True,
-                     template: Path | None = None) -> Iterator[LocalGuardrail]:
+                     template: Path | None = None, forwarding: bool = False) -> Iterator[LocalGuardrail]:
     """A fresh local account: the seed account, the stack's resources, and (by default)
     the setup function run once so the account is in the baseline state.
 
-    `template`: another template file (default: the repository's template.yaml)."""
+    `template`: another template file (default: the repository's template.yaml).
+    `forwarding`: also create the forwarding StackSet's rules in every forwarded region (as
+    the heartbeat reads them; events are routed through them either way)."""
     with local_aws():
         stack = Stack(account_id=ACCOUNT_ID, region=REGION, parameters=dict(parameters or {}),
                       path=template or TEMPLATE_PATH)
         guardrail = LocalGuardrail(stack)
-        deploy_stack_resources(guardrail.stack)
+        deploy_stack_resources(guardrail.stack, forwarding=forwarding)
         create_seed_account()
         if converge:
             setup = guardrail.invoke("SetupFunction", {})

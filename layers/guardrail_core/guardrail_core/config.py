@@ -48,6 +48,9 @@ class Settings:
     quarantine_policy_arn: str = ""
     notify_when_clean: bool = False
     own_resource_names: frozenset[str] = field(default_factory=frozenset)
+    # Regions whose sign-in, root, trail and tamper events are forwarded to this one (template:
+    # ForwardedRegions + ForwardedOptInRegions).
+    forwarded_regions: frozenset[str] = field(default_factory=frozenset)
 
     @property
     def remediation_enabled(self) -> bool:
@@ -104,4 +107,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         quarantine_policy_arn=env.get("QUARANTINE_POLICY_ARN", ""),
         notify_when_clean=_flag(env.get("NOTIFY_WHEN_CLEAN")),
         own_resource_names=_csv(env.get("OWN_RESOURCE_NAMES")),
+        forwarded_regions=_csv(env.get("FORWARDED_REGIONS")),
     )

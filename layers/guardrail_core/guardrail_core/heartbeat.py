@@ -221,7 +221,7 @@ def rule_problems(found: Sequence[RuleState], config: HeartbeatConfig, settings:
             result.problems.append(Problem(key=f"rule:{rule.region}:{rule.name}", what=what,
                                            fix=f"{redeploy}; or aws events enable-rule --name {rule.name} "
                                                f"--region {rule.region} if it was only disabled",
-                                           short=f"rule {short_name} {word} in {rule.region}"))
+                                           short=f"{short_name} {word} in {rule.region}"))
     if found and not result.problems:
         result.fine.append(f"EventBridge: {len(found)} rules enabled and targeted in {len(config.regions)} "
                            f"region(s) ({', '.join(config.regions)})")
@@ -285,7 +285,7 @@ def decide(previous: Mapping[str, str] | None, results: Sequence[CheckResult], s
         first = new[0].short or new[0].what.split(":")[0]
         more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
         summary = ("Guardrail is blind: no trail logs management events" if blind_all
-                   else f"Guardrail is partly blind: {first}{more}")
+                   else f"Guardrail partly blind: {first}{more}")
         steps = list(dict.fromkeys(p.fix for p in problems if p.fix))
         return [finding(
             id="guardrail-blind", severity=Severity.CRITICAL, summary=summary[:200],

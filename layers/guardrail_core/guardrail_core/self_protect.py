@@ -206,7 +206,8 @@ _WHY = {
 def _fix(event: CloudTrailEvent, thing: Touched, settings: Settings) -> list[str]:
     steps = []
     if event.event_name == "DisableRule":
-        steps.append(f"Enable the rule again: aws events enable-rule --name {thing.name} --region {settings.region}")
+        region = event.aws_region or event.region or settings.region  # a forwarding rule lives in its own region
+        steps.append(f"Enable the rule again: aws events enable-rule --name {thing.name} --region {region}")
     elif lambda_event(event.event_name) == "PutFunctionConcurrency":
         steps.append(f"Check the function's reserved concurrency (the template sets 5): aws lambda "
                      f"put-function-concurrency --function-name {thing.name} --reserved-concurrent-executions 5")
@@ -261,8 +262,10 @@ def judge(event: CloudTrailEvent, settings: Settings, verdict: Triage) -> list[F
         logger.info("change made by CloudFormation: a stack deployment, not tampering",
                     extra={"event": event.event_name})
         return []
-    if event.event_source not in GLOBAL_SOURCES and settings.region and (event.aws_region or event.region) != \
-            settings.region:
+    recorded = event.aws_region or event.region
+    # The stack's resources live in its region, and its forwarding rules in every forwarded region.
+    if event.event_source not in GLOBAL_SOURCES and settings.region and recorded != settings.region and not (
+            event.event_source == "events.amazonaws.com" and recorded in settings.forwarded_regions):
         logger.info("resource in another region than the guardrail's: not ours", extra={"region": event.aws_region})
         return []
     thing = touched(event, settings)

@@ -38,17 +38,24 @@ def triage(
 ) -> Triage:
     """Decide whether a detector should judge this event, and how far it may go.
 
-    `regions`: where this kind of event is recorded (IAM: us-east-1 only); None accepts any.
+    `regions`: where this kind of event is recorded (IAM: us-east-1 only); None accepts any region
+    (sign-in, root and trail events: recorded in the region that served them, forwarded here from
+    every covered region). Decisions use the region the record names, never the bus it reached.
     """
     if settings.account_id and event.event_account != settings.account_id:
         return Triage(Verdict.IGNORE,
                       f"event is for account {event.event_account}, not {settings.account_id}")
-    if event.aws_region and event.region != event.aws_region:
+    recorded = event.aws_region or event.region
+    # An event forwarded from another region's bus keeps its envelope (region = where it was
+    # recorded). Should the envelope ever name the bus it reached instead, the record still says
+    # where it happened: accepted when that is a region the stack forwards from.
+    forwarded = event.region == settings.region and recorded in settings.forwarded_regions
+    if event.aws_region and event.region != event.aws_region and not forwarded:
         return Triage(Verdict.IGNORE,
                       f"envelope region {event.region} disagrees with awsRegion {event.aws_region}")
-    if regions is not None and event.region not in regions:
+    if regions is not None and recorded not in regions:
         return Triage(Verdict.IGNORE,
-                      f"{event.event_name} in {event.region}: this event is only recorded in {sorted(regions)}")
+                      f"{event.event_name} in {recorded}: this event is only recorded in {sorted(regions)}")
     ident = event.identity
     if settings.is_guardrail(ident.session_issuer_arn, ident.arn):
         own = ident.session_issuer_arn or ident.arn

@@ -1,8 +1,13 @@
 """Audit-trail tampering: a trail stopped, deleted, or narrowed so management events go unrecorded.
 
 `judge` re-reads the trail the event names (in the trail's home region: CloudTrail API
-events arrive where the call was made, which for a trail is its home region) and decides on
-what the account shows now, not on what the event claims:
+events arrive where the call was made, which for a trail is its home region; from other
+regions they are forwarded to the stack's) and decides on what the account shows now, not on
+what the event claims. It judges the ACCOUNT's coverage, not one trail: when another trail
+still logs every region's management events (`covering`), a change to this one does not
+blind anyone: a data-events-only trail stopped or narrowed is a LOW note and is never
+restarted; a management trail stopped while another covers is MEDIUM (restarted in
+remediate mode, as it was running). Without such a trail:
 
 - StopLogging: not logging now -> CRITICAL, and (TrailMode=remediate) StartLogging again;
   logging again already (someone restarted it) -> HIGH, nothing to do but note the gap.
@@ -311,7 +316,8 @@ def describe(ct: Any, trail: TrailRef) -> Mapping[str, Any] | None:
         if is_not_found(exc):
             return None
         raise
-    return found[0] if found and isinstance(found[0], Mapping) else None
+    named = [t for t in found if isinstance(t, Mapping) and trail.name in (t.get("Name"), t.get("TrailARN"))]
+    return named[0] if named else None  # only the trail asked for, whatever else the answer lists
 
 
 def all_trails(ct: Any) -> list[Mapping[str, Any]]:
@@ -379,32 +385,82 @@ GAP_STEP = ("CloudTrail Event history keeps 90 days of management events even wh
             "see what happened during the gap.")
 
 
+def account_trails(c: Context) -> tuple[TrailState | None, list[TrailState]]:
+    """The named trail as it is now (None: gone), and the OTHER trails that cover the account."""
+    states = read_trails(c.ct)
+    mine = next((t for t in states if c.trail.name in (t.name, t.arn) or c.trail.short == t.name), None)
+    others = [t for t in covering(states) if t is not mine]
+    return mine, others
+
+
+def still_covered(others: Sequence[TrailState]) -> str:
+    """The sentence naming what still covers the account."""
+    names = ", ".join(t.label for t in others)
+    return (f" The account is still covered: {names} logs every region's management events, so EventBridge "
+            "(and the guardrail) still sees the account.")
+
+
 def judge_stop(c: Context) -> list[Finding]:
-    logging = is_logging(c.ct, c.trail)
+    mine, others = account_trails(c)
     who = f"{c.actor} stopped logging on trail {c.trail.short} ({c.trail.region}) at {c.when}."
-    if logging is True:
+    if mine is not None and not mine.records_management and mine.cover is not None:
+        # Data events only: management events (what the guardrail and an investigation need) are
+        # not affected by this trail. Never restarted: starting a data trail is a cost decision.
+        severity = Severity.LOW if others else Severity.HIGH
+        state = "logging again now" if mine.logging else "stopped"
         return [c.finding(
-            id="trail-stopped", severity=Severity.HIGH,
+            id="trail-stopped", severity=severity,
+            summary=f"CloudTrail data-events trail {c.trail.short} was stopped" + (" (logging again)" if mine.logging
+                                                                                  else ""),
+            what_happened=who + f" It is {state}. It records data events only (no management events)."
+                          + (still_covered(others) if others else
+                             " No trail logs every region's management events, though: EventBridge receives no "
+                             "CloudTrail events, so the guardrail is blind until one does."),
+            actions=[Action(f"Start logging on trail {c.trail.short}", c.trail.name, Status.SKIPPED,
+                            detail="a data-events trail is not restarted: what it records (and costs) is your choice")]
+            if not mine.logging else [],
+            next_steps=([f"If you want its data events again: aws cloudtrail start-logging --name {c.trail.name} "
+                         f"--region {c.trail.region}"] if not mine.logging else [])
+            + ([] if others else ["Start logging on a multi-region trail that records management events."]),
+        )]
+    if mine is not None and mine.logging:
+        return [c.finding(
+            id="trail-stopped", severity=Severity.LOW if others else Severity.HIGH,
             summary=f"CloudTrail trail {c.trail.short} was stopped (logging again now)",
             what_happened=who + " The trail is logging again now (someone started it); events between the stop "
-                                "and the restart were not delivered to its bucket.",
+                                "and the restart were not delivered to its bucket."
+                          + (still_covered(others) if others else ""),
             next_steps=[GAP_STEP, f"Find out why {c.actor} stopped the trail."],
         )]
-    if logging is None:
+    if mine is None:
         return [c.finding(
-            id="trail-stopped", severity=Severity.CRITICAL,
+            id="trail-stopped", severity=Severity.LOW if others else Severity.CRITICAL,
             summary=f"CloudTrail trail {c.trail.short} was stopped and no longer exists",
-            what_happened=who + " The trail cannot be found now: it was probably deleted too.",
+            what_happened=who + " The trail cannot be found now: it was probably deleted too."
+                          + (still_covered(others) if others else ""),
             actions=[Action(f"Start logging on trail {c.trail.short}", c.trail.name, Status.SKIPPED,
                             detail="the trail no longer exists")],
             next_steps=[recreate_step(c.trail), GAP_STEP],
         )]
     actions = [restart(c)]
+    if others:
+        return [c.finding(
+            id="trail-stopped", severity=Severity.MEDIUM,
+            summary=f"CloudTrail trail {c.trail.short} was stopped (another trail still covers the account)",
+            what_happened=who + " It recorded management events, now delivered to its bucket no more."
+                          + still_covered(others),
+            actions=actions,
+            next_steps=[f"Find out why {c.actor} stopped the trail.", GAP_STEP]
+            + ([f"Start it again: aws cloudtrail start-logging --name {c.trail.name} --region {c.trail.region}"]
+               if actions[0].status is not Status.SUCCEEDED else []),
+        )]
     return [c.finding(
         id="trail-stopped", severity=Severity.CRITICAL,
         summary=f"CloudTrail trail {c.trail.short} was stopped",
-        what_happened=who + " While it is stopped, nothing done in the account is written to the audit log; "
-                            "stopping the trail is a common step before an attacker acts.",
+        what_happened=who + " It was the last trail logging the account's management events: while it is "
+                            "stopped, nothing done in the account is written to the audit log and EventBridge "
+                            "(so the guardrail) sees nothing; stopping the trail is a common step before an "
+                            "attacker acts.",
         actions=actions,
         next_steps=[f"Find out why {c.actor} stopped the trail; if you do not know, treat their credentials as "
                     "compromised.", GAP_STEP]
@@ -432,15 +488,25 @@ def recreate_step(trail: TrailRef) -> str:
 
 
 def judge_delete(c: Context) -> list[Finding]:
+    mine, covers = account_trails(c)
+    who = f"{c.actor} deleted trail {c.trail.short} ({c.trail.region}) at {c.when}."
+    if covers and mine is None:
+        return [c.finding(
+            id="trail-deleted", severity=Severity.LOW,
+            summary=f"CloudTrail trail {c.trail.short} was deleted (another trail still covers the account)",
+            what_happened=who + still_covered(covers) + " Whatever the deleted trail recorded besides (data events, "
+                                "a copy in its own bucket) is no longer recorded.",
+            next_steps=[f"Only if you still need what {c.trail.short} recorded: " + recreate_step(c.trail)],
+        )]
     trails = all_trails(c.ct)
     names = {str(t.get("Name")) for t in trails} | {str(t.get("TrailARN")) for t in trails}
-    who = f"{c.actor} deleted trail {c.trail.short} ({c.trail.region}) at {c.when}."
     others = sorted(str(t.get("Name")) for t in trails if t.get("Name") != c.trail.short)
-    remaining = (f" Other trails visible in {c.trail.region}: {', '.join(others)} (check they are logging)."
-                 if others else f" No other trail is visible in {c.trail.region}: nothing keeps an audit log there.")
+    remaining = (f" Other trails visible in {c.trail.region}: {', '.join(others)} (none of them logs every "
+                 "region's management events)." if others
+                 else f" No other trail is visible in {c.trail.region}: nothing keeps an audit log there.")
     if c.trail.name in names or c.trail.short in names:
         return [c.finding(
-            id="trail-deleted", severity=Severity.HIGH,
+            id="trail-deleted", severity=Severity.LOW if covers else Severity.HIGH,
             summary=f"CloudTrail trail {c.trail.short} was deleted (a trail of that name exists again)",
             what_happened=who + " A trail with that name exists now (recreated): check its settings; events between "
                                 "the deletion and the new trail were not logged." + remaining,
@@ -470,11 +536,14 @@ def judge_selectors(c: Context) -> list[Finding]:
         logger.info("event selectors still record every management event", extra={"trail": c.trail.name})
         return []
     gaps = cover.gaps()
+    _, others = account_trails(c)
     return [c.finding(
-        id="trail-selectors-narrowed", severity=cover.severity,
-        summary=f"CloudTrail trail {c.trail.short} no longer records all management events",
+        id="trail-selectors-narrowed", severity=Severity.LOW if others else cover.severity,
+        summary=f"CloudTrail trail {c.trail.short} no longer records all management events"
+        + (" (another trail covers the account)" if others else ""),
         what_happened=(f"{c.actor} changed the event selectors of trail {c.trail.short} ({c.trail.region}) at "
-                       f"{c.when}. Now " + "; ".join(gaps) + "."),
+                       f"{c.when}. Now " + "; ".join(gaps) + "." + (still_covered(others) if others else
+                       " No other trail logs every region's management events.")),
         actions=[Action(f"Restore event selectors of {c.trail.short}", c.trail.name, Status.SKIPPED,
                         detail="not done automatically: the previous selectors are not in the event, and guessing "
                                "could drop data events you pay for")],
@@ -495,13 +564,19 @@ def judge_update(c: Context) -> list[Finding]:
         logger.info("UpdateTrail did not narrow management logging",
                     extra={"trail": c.trail.name, "changed": sorted(k for k in c.event.request if k != "name")})
         return []
+    others: list[TrailState] = []
+    if any(ch.severity is Severity.CRITICAL for ch in changes):
+        _, others = account_trails(c)
+        if others:  # coverage is kept by another trail: what this one lost blinds nobody
+            changes = [TrailChange(Severity.LOW, ch.what) if ch.severity is Severity.CRITICAL else ch
+                       for ch in changes]
     worst = max((ch.severity for ch in changes), key=lambda s: s.rank)
     return [c.finding(
         id="trail-updated", severity=worst,
         summary=f"CloudTrail trail {c.trail.short} changed: " + ("logs less" if worst is Severity.CRITICAL
                                                                   else "audit settings weakened"),
         what_happened=(f"{c.actor} updated trail {c.trail.short} ({c.trail.region}) at {c.when}: "
-                       + "; ".join(ch.what for ch in changes) + "."),
+                       + "; ".join(ch.what for ch in changes) + "." + (still_covered(others) if others else "")),
         actions=[Action(f"Revert trail {c.trail.short}", c.trail.name, Status.SKIPPED,
                         detail="not done automatically: the previous settings are not in the event")],
         next_steps=[f"If you did not intend this: aws cloudtrail update-trail --name {c.trail.name} --region "

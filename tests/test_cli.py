@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -251,7 +253,7 @@ def test_replay_json_of_every_event_file(path: Path, capsys: pytest.CaptureFixtu
     (inv,) = item["invocations"]
     assert inv["function"] == expect.function
     if expect.applied:
-        assert item["applied"] == {"call": expect.applied, "status": APPLIED, "detail": ""}
+        assert item["applied"] == {"call": expect.applied, "status": APPLIED, "detail": "", "created": []}
         # Replay's own set-up call is not the handler's (which may make the same call once, to undo it).
         assert inv["api_calls"].count(expect.applied) == (expect.applied in expect.writes)
     assert writes(inv["api_calls"]) == expect.writes
@@ -427,12 +429,10 @@ def test_real_recorded_calls_are_reproduced_on_the_local_account() -> None:
 def test_a_recorded_call_that_cannot_or_should_not_be_reproduced_says_why() -> None:
     with local_aws():
         create_seed_account()
-        missing_user = apply_recorded_call(corpus_event("AttachUserPolicy", userName="nobody"))
-        assert missing_user is not None and missing_user.status == FAILED
-        assert missing_user.line.startswith("could not apply iam:AttachUserPolicy: NoSuchEntity")
-
-        missing_trail = apply_recorded_call(corpus_event("DeleteTrail", name="no-such-trail"))
-        assert missing_trail is not None and missing_trail.status == FAILED and "no-such-trail" in missing_trail.detail
+        refused = corpus_event("AttachUserPolicy", userName="bob", policyArn="arn:aws:iam::aws:policy/NoSuchPolicy")
+        missing_policy = apply_recorded_call(refused)  # an AWS-managed policy that does not exist: not invented
+        assert missing_policy is not None and missing_policy.status == FAILED
+        assert missing_policy.line.startswith("could not apply iam:AttachUserPolicy: NoSuchEntity")
 
         failed = next(envelope(retarget(r)) for _, r in corpus_records(event_source="iam.amazonaws.com")
                       if r.get("errorCode") and recorded_write(envelope(r)))
@@ -446,6 +446,59 @@ def test_a_recorded_call_that_cannot_or_should_not_be_reproduced_says_why() -> N
         sign_in = envelope(retarget(corpus_records("ConsoleLogin")[0][1]))
         assert apply_recorded_call(sign_in) is None  # nothing to reproduce
         assert boto3.client("cloudtrail", region_name=REGION).get_trail_status(Name=TRAIL)["IsLogging"] is True
+
+
+def test_a_successful_call_proves_what_it_names_existed() -> None:
+    """A fresh account lacks the owner's names: replay creates them first, and says so."""
+    with local_aws():
+        create_seed_account()
+        iam = boto3.client("iam", region_name=REGION)
+        done = apply_recorded_call(corpus_event("AttachUserPolicy", userName="nobody"))
+        assert done is not None and done.status == APPLIED and done.created == ("user nobody",)
+        assert done.line == "created: user nobody; applied: iam:AttachUserPolicy"
+        assert iam.list_attached_user_policies(UserName="nobody")["AttachedPolicies"]
+
+        group = corpus_event("AttachUserPolicy")
+        group["detail"]["eventName"] = "AttachGroupPolicy"
+        group["detail"]["requestParameters"] = {"groupName": "developers",
+                                                "policyArn": "arn:aws:iam::aws:policy/AdministratorAccess"}
+        done = apply_recorded_call(group)
+        assert done is not None and done.status == APPLIED and done.created == ("group developers",)
+        assert done.to_json()["created"] == ["group developers"]
+
+        role = copy.deepcopy(group)
+        role["detail"]["eventName"] = "AttachRolePolicy"
+        role["detail"]["requestParameters"] = {"roleName": "ops-automation",
+                                               "policyArn": "arn:aws:iam::123456789012:policy/team/ops-admin"}
+        done = apply_recorded_call(role)
+        assert done is not None and done.status == APPLIED
+        assert done.created[0] == "role ops-automation" and done.created[1].startswith("policy ops-admin")
+        assert iam.get_policy(PolicyArn="arn:aws:iam::123456789012:policy/team/ops-admin")["Policy"]["Path"] == "/team/"
+
+        detach = copy.deepcopy(group)
+        detach["detail"]["eventName"] = "DetachGroupPolicy"
+        detach["detail"]["requestParameters"] = {"groupName": "testers",
+                                                 "policyArn": "arn:aws:iam::aws:policy/ReadOnlyAccess"}
+        done = apply_recorded_call(detach)
+        assert done is not None and done.status == APPLIED
+        assert done.created == ("group testers", "attachment of ReadOnlyAccess to group testers")
+
+        trail = apply_recorded_call(corpus_event("DeleteTrail", name="no-such-trail"))
+        assert trail is not None and trail.status == APPLIED and trail.created == ("trail no-such-trail",)
+
+
+def test_url_encoded_policy_documents_are_decoded_as_iam_stores_them() -> None:
+    document = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+    with local_aws():
+        create_seed_account()
+        put = corpus_event("AttachUserPolicy")
+        put["detail"]["eventName"] = "PutGroupPolicy"
+        put["detail"]["requestParameters"] = {"groupName": "developers", "policyName": "everything",
+                                              "policyDocument": urllib.parse.quote(json.dumps(document))}
+        done = apply_recorded_call(put)
+        assert done is not None and done.status == APPLIED and done.created == ("group developers",)
+        stored = boto3.client("iam").get_group_policy(GroupName="developers", PolicyName="everything")
+        assert stored["PolicyDocument"] == document
 
 
 def test_every_write_in_the_corpus_is_applied_or_explained() -> None:

@@ -4,13 +4,20 @@ A replayed event says "someone attached AdministratorAccess to the group"; for t
 guardrail's remediation to have something real to undo, the local account must be in the
 state that call left behind. The call is rebuilt from `eventName` + `requestParameters`
 through botocore's own model of the API (CloudTrail records the parameters in camelCase,
-the API takes PascalCase; policy documents arrive as JSON strings), so no per-call mapping
-can drift from the real API.
+the API takes PascalCase; policy documents arrive as JSON strings, sometimes URL-encoded), so
+no per-call mapping can drift from the real API.
+
+A recorded call that succeeded proves that what it names existed: the group, user or role it
+acts on, the customer-managed policy it attaches, the trail it stops (and, for a detach or a
+removal, the attachment or membership). When the fresh local account lacks one, replay
+creates it first and says so (`created: group developers`), then makes the call: an owner's
+own CloudTrail event reproduces on an account that never had their names.
 """
 
 from __future__ import annotations
 
 import json
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -49,14 +56,18 @@ class Applied:
     call: str  # "iam:AttachGroupPolicy"
     status: str  # applied | failed | skipped
     detail: str = ""
+    created: tuple[str, ...] = ()  # what replay created first because the call proves it existed
 
-    def to_json(self) -> dict[str, str]:
-        return {"call": self.call, "status": self.status, "detail": self.detail}
+    def to_json(self) -> dict[str, Any]:
+        return {"call": self.call, "status": self.status, "detail": self.detail, "created": list(self.created)}
 
     @property
     def line(self) -> str:
+        made = f"created: {', '.join(self.created)}; " if self.created else ""
         if self.status == APPLIED:
-            return f"applied: {self.call}" + (f" ({self.detail})" if self.detail else "")
+            return f"{made}applied: {self.call}" + (f" ({self.detail})" if self.detail else "")
+        if self.created:
+            return f"{made}could not apply {self.call}: {self.detail}"
         if self.status == FAILED:
             return f"could not apply {self.call}: {self.detail}"
         return f"not applied: {self.call}: {self.detail}"
@@ -98,6 +109,7 @@ def apply_recorded_call(event: Mapping[str, Any], account_id: str = ACCOUNT_ID) 
         return Applied(call, SKIPPED, f"{operation} is not a {service} API operation")
     except Exception as exc:  # e.g. an invented region name
         return Applied(call, FAILED, f"{type(exc).__name__}: {exc}")
+    created: list[str] = []
     try:
         params = api_params(operation_model.input_shape, detail.get("requestParameters") or {})
         _fill_missing(operation_model.input_shape, params, detail)
@@ -106,21 +118,25 @@ def apply_recorded_call(event: Mapping[str, Any], account_id: str = ACCOUNT_ID) 
                 and isinstance(identity, Mapping) and identity.get("type") == "Root":
             return Applied(call, SKIPPED, "the call acts on the root user's own credentials, "
                                           "which the local account cannot reproduce")
+        _decode_documents(operation_model.input_shape, params)
         if service == "iam":
             _real_names(client, params)
+            created += _make_what_it_names(client, operation, params, account_id)
         elif operation != "CreateTrail" and not _trail_exists(client, params):
-            return Applied(call, FAILED, f"TrailNotFoundException: no trail {_trail_name(params)} in the local account")
+            created += _make_trail(client, _trail_name(params), account_id)
         getattr(client, xform_name(operation))(**params)
     except ClientError as exc:
         error = exc.response.get("Error", {})
-        return Applied(call, FAILED, f"{error.get('Code', 'ClientError')}: {error.get('Message', '')}".strip())
+        return Applied(call, FAILED, f"{error.get('Code', 'ClientError')}: {error.get('Message', '')}".strip(),
+                       tuple(created))
     except ParamValidationError as exc:
-        return Applied(call, FAILED, "requestParameters do not make a valid call: " + " ".join(str(exc).split()))
+        return Applied(call, FAILED, "requestParameters do not make a valid call: " + " ".join(str(exc).split()),
+                       tuple(created))
     except NotImplementedError:
-        return Applied(call, FAILED, "the local account (moto) does not implement this call")
+        return Applied(call, FAILED, "the local account (moto) does not implement this call", tuple(created))
     except (ValueError, TypeError) as exc:
-        return Applied(call, FAILED, f"requestParameters do not fit the API: {exc}")
-    return Applied(call, APPLIED)
+        return Applied(call, FAILED, f"requestParameters do not fit the API: {exc}", tuple(created))
+    return Applied(call, APPLIED, created=tuple(created))
 
 
 def api_params(shape: Shape | None, value: Any) -> Any:
@@ -192,3 +208,112 @@ def _trail_exists(cloudtrail: Any, params: Mapping[str, Any]) -> bool:
         return True
     trails = cloudtrail.describe_trails(includeShadowTrails=True).get("trailList", [])
     return any(name in (t.get("Name"), t.get("TrailARN")) for t in trails)
+
+
+# --- what a successful call proves existed ----------------------------------------------------------
+
+# A document for what replay must create but the event does not describe: it grants nothing.
+PLACEHOLDER_POLICY = json.dumps({"Version": "2012-10-17", "Statement": [
+    {"Sid": "CreatedByReplay", "Effect": "Deny", "Action": "iam:PassRole", "Resource": "*"}]})
+TRUST_THIS_ACCOUNT = '{{"Version": "2012-10-17", "Statement": [{{"Effect": "Allow", "Principal": ' \
+                     '{{"AWS": "arn:aws:iam::{account}:root"}}, "Action": "sts:AssumeRole"}}]}}'
+
+
+def _decode_documents(shape: Shape, params: dict[str, Any]) -> None:
+    """Policy documents as IAM stores them: CloudTrail may record a URL-encoded JSON string."""
+    for name in list(params):
+        value = params[name]
+        if name.endswith("PolicyDocument") and isinstance(value, str) and value.lstrip().startswith("%7B"):
+            params[name] = urllib.parse.unquote(value.strip())
+
+
+def _missing(call: Any, *errors: str) -> bool:
+    """True when the read raises NoSuchEntity (the thing does not exist)."""
+    try:
+        call()
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchEntity", *errors):
+            return True
+        raise
+    return False
+
+
+def _make_what_it_names(iam: Any, operation: str, params: dict[str, Any], account_id: str) -> list[str]:
+    """Create the group, user, role and customer policy the call names, when missing; and, for a
+    detach, inline-policy deletion or removal from a group, the attachment it removed."""
+    made: list[str] = []
+    group, user, role = params.get("GroupName"), params.get("UserName"), params.get("RoleName")
+    if isinstance(group, str) and operation != "CreateGroup" and _missing(lambda: iam.get_group(GroupName=group)):
+        iam.create_group(GroupName=group)
+        made.append(f"group {group}")
+    if isinstance(user, str) and operation != "CreateUser" and _missing(lambda: iam.get_user(UserName=user)):
+        iam.create_user(UserName=user)
+        made.append(f"user {user}")
+    if isinstance(role, str) and operation not in ("CreateRole", "CreateServiceLinkedRole") \
+            and _missing(lambda: iam.get_role(RoleName=role)):
+        iam.create_role(RoleName=role, AssumeRolePolicyDocument=TRUST_THIS_ACCOUNT.format(account=account_id))
+        made.append(f"role {role}")
+    policy = params.get("PolicyArn")
+    prefix = f"arn:aws:iam::{account_id}:policy/"
+    if isinstance(policy, str) and policy.startswith(prefix) and operation != "CreatePolicy" \
+            and _missing(lambda: iam.get_policy(PolicyArn=policy)):
+        path, _, name = policy[len(prefix):].rpartition("/")
+        iam.create_policy(PolicyName=name, Path=f"/{path}/" if path else "/", PolicyDocument=PLACEHOLDER_POLICY)
+        made.append(f"policy {name} (its document is not in the event: a placeholder that grants nothing)")
+    made += _make_what_it_removes(iam, operation, params)
+    return made
+
+
+def _make_what_it_removes(iam: Any, operation: str, params: dict[str, Any]) -> list[str]:
+    policy, group, user, role = (params.get(k) for k in ("PolicyArn", "GroupName", "UserName", "RoleName"))
+    name = params.get("PolicyName")
+    short = str(policy).rsplit("/", 1)[-1]
+    if operation == "DetachGroupPolicy" and not _attached(iam.list_attached_group_policies, "GroupName", group, policy):
+        iam.attach_group_policy(GroupName=group, PolicyArn=policy)
+        return [f"attachment of {short} to group {group}"]
+    if operation == "DetachUserPolicy" and not _attached(iam.list_attached_user_policies, "UserName", user, policy):
+        iam.attach_user_policy(UserName=user, PolicyArn=policy)
+        return [f"attachment of {short} to user {user}"]
+    if operation == "DetachRolePolicy" and not _attached(iam.list_attached_role_policies, "RoleName", role, policy):
+        iam.attach_role_policy(RoleName=role, PolicyArn=policy)
+        return [f"attachment of {short} to role {role}"]
+    inline = {"DeleteGroupPolicy": ("GroupName", group, iam.get_group_policy, iam.put_group_policy, "group"),
+              "DeleteUserPolicy": ("UserName", user, iam.get_user_policy, iam.put_user_policy, "user"),
+              "DeleteRolePolicy": ("RoleName", role, iam.get_role_policy, iam.put_role_policy, "role")}
+    if operation in inline and isinstance(name, str):
+        key, owner, get, put, kind = inline[operation]
+        if _missing(lambda: get(**{key: owner, "PolicyName": name})):
+            put(**{key: owner, "PolicyName": name, "PolicyDocument": PLACEHOLDER_POLICY})
+            return [f"inline policy {name} of {kind} {owner}"]
+    if operation == "RemoveUserFromGroup" and isinstance(group, str) and isinstance(user, str):
+        members = {u["UserName"] for u in iam.get_group(GroupName=group).get("Users", [])}
+        if user not in members:
+            iam.add_user_to_group(GroupName=group, UserName=user)
+            return [f"membership of {user} in group {group}"]
+    return []
+
+
+def _attached(lister: Any, key: str, owner: Any, policy: Any) -> bool:
+    if not isinstance(owner, str) or not isinstance(policy, str):
+        return True  # nothing to make: the call itself will say what is wrong
+    pages = lister(**{key: owner}).get("AttachedPolicies", [])
+    return any(p.get("PolicyArn") == policy for p in pages)
+
+
+def _make_trail(cloudtrail: Any, name: str, account_id: str) -> list[str]:
+    """A stopped, deleted or changed trail existed: create it (multi-region, logging) in the local account."""
+    if not name:
+        return []
+    short = name.rsplit("/", 1)[-1]
+    if name.startswith("arn:") and f":{account_id}:" not in name:
+        return []  # another account's trail: the call will say so
+    bucket = f"aws-cloudtrail-logs-{account_id}-replay"
+    s3 = boto3.client("s3", region_name=cloudtrail.meta.region_name)
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError:
+        s3.create_bucket(Bucket=bucket) if cloudtrail.meta.region_name == "us-east-1" else s3.create_bucket(
+            Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": cloudtrail.meta.region_name})
+    cloudtrail.create_trail(Name=short, S3BucketName=bucket, IsMultiRegionTrail=True, IncludeGlobalServiceEvents=True)
+    cloudtrail.start_logging(Name=short)
+    return [f"trail {short}"]

@@ -173,7 +173,7 @@ class LocalGuardrail:
         home = self.stack.region
         if region == home:
             rules = self._home_rules(event)
-            return Routing(rules, "home", "" if rules else f"no rule of the stack matches it in {home}")
+            return Routing(rules, "home")
         if region not in self.forwarded_regions:
             return Routing([], "not covered", (
                 f"recorded in {region}, a region the stack does not cover: EventBridge delivers it only in "
@@ -308,6 +308,9 @@ def _enter_container(container: tuple[int, str]) -> None:
 def _captured_logs(buffer: io.StringIO) -> Iterator[None]:
     """Send the handlers' structured logs and metrics (stdout in Lambda) into `buffer`."""
     handlers = [h for h in logging.getLogger("account-guardrail").handlers if isinstance(h, logging.StreamHandler)]
+    for h in handlers:
+        if getattr(h.stream, "closed", False):  # the stdout of whoever imported the handlers first, since closed
+            h.stream = sys.__stdout__
     previous = [h.setStream(buffer) for h in handlers]
     with contextlib.redirect_stdout(buffer):
         try:

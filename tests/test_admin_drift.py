@@ -884,7 +884,9 @@ def test_the_table_covers_every_corpus_record_of_the_watched_calls() -> None:
 @pytest.mark.parametrize("path", sorted(ROUTED))
 def test_corpus_records_match_the_rule_only_when_they_should(path: str) -> None:
     record = _corpus()[path]
-    rules = [r.logical_id for r in LocalGuardrail().route(envelope(record)) if r.function == FUNCTION]
+    # IAM events reach EventBridge in us-east-1 only (some published records name another region).
+    rules = [r.logical_id for r in LocalGuardrail().route(envelope(record, region="us-east-1"))
+             if r.function == FUNCTION]
     assert (rules == [RULE]) is ROUTED[path]
 
 
@@ -894,7 +896,7 @@ def test_real_records_on_the_admin_role_match_in_any_case(field: str, value: str
     (_, record), = [(f, r) for f, r in corpus_records("UpdateAssumeRolePolicy") if "stratus" in f]
     record = copy.deepcopy(record)
     record["requestParameters"][field] = value
-    assert [r.logical_id for r in LocalGuardrail().route(envelope(record))] == [RULE]
+    assert [r.logical_id for r in LocalGuardrail().route(envelope(record, region="us-east-1"))] == [RULE]
 
 
 @pytest.mark.parametrize("group", ["administrators", "Administrators", "ADMINISTRATORS"])

@@ -475,7 +475,7 @@ def test_admin_inline_policy_on_a_user_is_read_back_and_deleted_when_enabled(
     assert iam().list_user_policies(UserName="bob")["PolicyNames"] == []
     assert iam_calls(inv) == ["GetUserPolicy", *GUARD_READS, "DeleteUserPolicy"]
     _, email = one_email(inv)
-    assert "as the account holds it now, allows every action on every resource" in email
+    assert "as the account holds it now: it allows every action on every resource" in email
     assert "--policy-document" in email and '"Action": "*"' in email  # the undo carries the document
 
 
@@ -848,15 +848,15 @@ ROUTED = {  # every corpus record of these calls -> should the admin-drift rule 
     "raw/panther-analysis/AttachUserPolicy-1.json": True,  # AdministratorAccess to a user
     "raw/panther-analysis/AttachUserPolicy-2.json": False,  # ReadOnlyAccess (AWS-managed, not admin)
     "raw/panther-analysis/AttachUserPolicy-3.json": False,  # AWSCompromisedKeyQuarantineV2
-    "raw/stratus-red-team/AttachRolePolicy-1.json": False,  # roles other than the admin role
-    "raw/panther-analysis/AttachRolePolicy-1.json": False,
+    "raw/stratus-red-team/AttachRolePolicy-1.json": True,  # AdministratorAccess on any role: who may assume it?
+    "raw/panther-analysis/AttachRolePolicy-1.json": False,  # an AWS-managed policy outside the list
     "raw/panther-analysis/AttachRolePolicy-2.json": False,
-    "raw/panther-analysis/AttachRolePolicy-3.json": False,
+    "raw/panther-analysis/AttachRolePolicy-3.json": True,  # AdministratorAccess to role new-role
     "raw/panther-analysis/AttachRolePolicy-4.json": False,
-    "raw/stratus-red-team/UpdateAssumeRolePolicy-1.json": False,  # another role
-    "raw/panther-analysis/UpdateAssumeRolePolicy-1.json": False,  # roleName not recorded
-    "raw/panther-analysis/UpdateAssumeRolePolicy-2.json": False,
-    "raw/panther-analysis/UpdateAssumeRolePolicy-3.json": False,
+    "raw/stratus-red-team/UpdateAssumeRolePolicy-1.json": True,  # any role's new trust: people let in?
+    "raw/panther-analysis/UpdateAssumeRolePolicy-1.json": True,  # (roleName not recorded: judged, nothing found)
+    "raw/panther-analysis/UpdateAssumeRolePolicy-2.json": True,
+    "raw/panther-analysis/UpdateAssumeRolePolicy-3.json": True,
     "raw/panther-analysis/PutUserPolicy-1.json": True,  # inline documents are judged by the function
     "raw/panther-analysis/PutUserPolicy-2.json": True,
     "raw/panther-analysis/PutUserPolicy-3.json": True,  # (requestParameters null: judged, nothing found)
@@ -865,7 +865,7 @@ ROUTED = {  # every corpus record of these calls -> should the admin-drift rule 
     "raw/panther-analysis/DeleteGroupPolicy-2.json": False,
     "raw/stratus-red-team/CreateUser-1.json": False,
     "raw/panther-analysis/CreateUser-1.json": False,
-    "raw/awsdocs-cloudtrail-user-guide/AddUserToGroup-1.json": False,
+    "raw/awsdocs-cloudtrail-user-guide/AddUserToGroup-1.json": True,  # the group's rights are read
     "raw/stratus-red-team/CreateRole-1.json": False,
     "raw/panther-analysis/GetGroupPolicy-1.json": False,  # reads never
 }
@@ -978,7 +978,10 @@ def test_role_grants_exactly_what_the_code_calls_and_writes_only_on_the_baseline
         assert set(resources) <= baseline_arns, statement
     detaching = Stack(parameters={"DetachOtherAdminGrants": "true"}).role_statements("AdminDriftRole")
     extra = {a for s in detaching for a in _actions(s)} - {a for s in statements for a in _actions(s)}
-    assert extra == {"iam:DetachUserPolicy", "iam:DeleteUserPolicy"}
+    assert extra == {"iam:DetachUserPolicy", "iam:DeleteUserPolicy", "iam:DetachRolePolicy", "iam:DeleteRolePolicy"}
+    denied = [s for s in detaching if s.get("Effect") == "Deny"]
+    assert {r for s in denied for r in s["Resource"]} >= {f"arn:aws:iam::{ACCOUNT_ID}:role/admin-mfa",
+                                                          f"arn:aws:iam::{ACCOUNT_ID}:role/account-guardrail/*"}
     assert {a for s in detaching for a in _actions(s)} >= admin_drift.DETACH_OTHER_ACTIONS
     assert iam_baseline.READ_ACTIONS <= admin_drift.READ_ACTIONS
 

@@ -52,6 +52,9 @@ def granted(s: Stack, function: str) -> dict[str, list[dict[str, Any]]]:
     """action -> the statements granting it, for the function's role."""
     out: dict[str, list[dict[str, Any]]] = {}
     for statement in s.role_statements(s.functions()[function].role):
+        if statement["Effect"] == "Deny":  # only takes away (e.g. the guardrail's own roles): not a grant
+            assert "NotAction" not in statement and "NotResource" not in statement and "Condition" not in statement
+            continue
         assert statement["Effect"] == "Allow" and "NotAction" not in statement and "NotResource" not in statement
         for action in as_list(statement["Action"]):
             assert "*" not in action, f"{function}: wildcard action {action}"

@@ -164,6 +164,8 @@ def test_aws_managed_documents_match_the_managed_list(path: Path) -> None:
     assert not verdict.error
     expected = policy.AWS_MANAGED_GRANTS.get(path.stem, ORDINARY)
     assert verdict.kind == expected, path.stem
+    listed = policy.managed_policy_verdict(f"arn:aws:iam::aws:policy/{path.stem}")
+    assert (listed.kind, listed.methods, listed.direct) == (verdict.kind, verdict.methods, verdict.direct)
 
 
 def test_every_listed_managed_policy_has_its_document_here() -> None:

@@ -5,7 +5,7 @@ IAM events are recorded in us-east-1 only, so they are judged only there.
 
 from __future__ import annotations
 
-from guardrail_core.admin_drift import judge
+from guardrail_core.admin_principals import judge
 from guardrail_core.config import IAM_HOME_REGION
 from guardrail_core.runtime import make_handler
 

@@ -16,20 +16,20 @@ Decisions are pure functions below; the few IAM reads are small adapters, one ca
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from guardrail_core import iam_baseline
+from guardrail_core import grants as held_rights
+from guardrail_core import iam_baseline, policy
 from guardrail_core.alerts import cloudtrail_link, iam_console_link
 from guardrail_core.aws import client, is_not_found
-from guardrail_core.baseline import Change, Observed, grants_admin, load_document, trust_requires_mfa
+from guardrail_core.baseline import Change, Observed, load_document, trust_requires_mfa
 from guardrail_core.config import Settings
 from guardrail_core.events import CloudTrailEvent, Identity
 from guardrail_core.findings import Action, Finding, Severity, Status
@@ -40,13 +40,15 @@ from guardrail_core.triage import Triage, Verdict
 IAM_SOURCE = "iam.amazonaws.com"
 
 # Every IAM action this module may call (with iam_baseline's), for the least-privilege test.
-READ_ACTIONS = iam_baseline.READ_ACTIONS | frozenset({
+READ_ACTIONS = iam_baseline.READ_ACTIONS | held_rights.PRINCIPAL_READ_ACTIONS | frozenset({
     "iam:ListAttachedUserPolicies", "iam:GetUserPolicy", "iam:GetGroupPolicy", "iam:ListEntitiesForPolicy",
 })
 WRITE_ACTIONS = iam_baseline.WRITE_ACTIONS
-# Only with DetachOtherAdminGrants: admin rights removed from users and groups other than the baseline's.
+# Only with DetachOtherAdminGrants: admin rights removed from users, groups and roles other than the
+# baseline's (never from the guardrail's own roles: the template denies those).
 DETACH_OTHER_ACTIONS = frozenset({
     "iam:DetachUserPolicy", "iam:DeleteUserPolicy", "iam:DetachGroupPolicy", "iam:DeleteGroupPolicy",
+    "iam:DetachRolePolicy", "iam:DeleteRolePolicy",
 })
 
 GROUP_EVENTS = frozenset({"AttachGroupPolicy", "DetachGroupPolicy", "PutGroupPolicy", "DeleteGroupPolicy"})
@@ -72,6 +74,8 @@ PARTS: dict[str, frozenset[str]] = {
     "SetDefaultPolicyVersion": frozenset({POLICY}),
     # A deleted policy was detached from the group first: re-create it and attach it again.
     "DeletePolicy": frozenset({POLICY, GROUP_MANAGED}),
+    # Another group renamed onto the admin group's name: everything it holds is judged.
+    "UpdateGroup": frozenset({GROUP_MANAGED, GROUP_INLINE}),
 }
 
 # Planned changes that close a door opened without MFA; the rest repair the MFA path itself.
@@ -99,6 +103,9 @@ class Kind(StrEnum):
     POLICY = "assume policy"  # the baseline's customer-managed policy
     USER_GRANT = "user"  # a policy attached to / put on any user
     GROUP_GRANT = "group"  # ... on any group other than the admin group
+    ROLE_GRANT = "role"  # ... on a role other than the admin role that people can assume without MFA
+    MEMBERSHIP = "membership"  # a user added to a group other than the admin group
+    GROUP_RENAME = "group rename"  # the admin group renamed away
     POLICY_VERSION = "policy"  # another customer-managed policy's default document changed
     NONE = "none"
 
@@ -112,12 +119,13 @@ class Touch:
     policy_arn: str = ""  # managed policy attached, detached or versioned
     policy_name: str = ""  # inline policy name
     reason: str = ""  # why the event touches nothing this detector judges
+    member: str = ""  # AddUserToGroup: the user added; UpdateGroup: the group's new name
 
     @property
     def resource(self) -> str:
-        if self.kind in (Kind.GROUP, Kind.GROUP_GRANT):
+        if self.kind in (Kind.GROUP, Kind.GROUP_GRANT, Kind.MEMBERSHIP, Kind.GROUP_RENAME):
             return f"group {self.name}"
-        if self.kind is Kind.ROLE:
+        if self.kind in (Kind.ROLE, Kind.ROLE_GRANT):
             return f"role {self.name}"
         if self.kind is Kind.USER_GRANT:
             return f"user {self.name}"
@@ -196,8 +204,10 @@ def attempt_is_relevant(event: CloudTrailEvent, touch: Touch, settings: Settings
     """Is a refused call worth a LOW note? Judged from the event alone: a refused call reads nothing."""
     if touch.kind in (Kind.GROUP, Kind.ROLE, Kind.POLICY):
         return True
-    if touch.kind in (Kind.USER_GRANT, Kind.GROUP_GRANT):
-        return is_administrator_access(touch.policy_arn, settings) or grants_admin(event_document(event))
+    if touch.kind in (Kind.USER_GRANT, Kind.GROUP_GRANT, Kind.ROLE_GRANT):
+        if touch.policy_arn:
+            return policy.managed_verdict(touch.policy_arn) is not None
+        return policy.analyze(event_document(event)).grants
     return False
 
 
@@ -240,6 +250,8 @@ def what_was_done(event: CloudTrailEvent, touch: Touch) -> str:
         "CreatePolicyVersion": f"new version of {where}",
         "SetDefaultPolicyVersion": f"default version of {where} changed",
         "DeletePolicy": f"{where} deleted",
+        "AddUserToGroup": f"user {touch.member} added to {where}",
+        "UpdateGroup": f"group {event.param('groupName')} renamed to {event.param('newGroupName')}",
     }
     return phrases.get(n, f"{n} on {where}")
 
@@ -345,9 +357,17 @@ def outcome(actions: list[Action]) -> str:
 # --- the baseline's own resources: converge the part the event touched ------------------
 
 
-def drift_line(change: Change, observed: Observed, settings: Settings) -> str:
-    """What the account shows that the change fixes, in owner's words."""
+def drift_line(change: Change, observed: Observed, settings: Settings,
+               verdict: policy.PolicyVerdict | None = None) -> str:
+    """What the account shows that the change fixes, in owner's words (`verdict`: of the policy removed)."""
     params, call = change.params, change.call
+    if verdict is not None and not verdict.grants and call in ("detach_group_policy", "delete_group_policy"):
+        label = policy_name(str(params.get("PolicyArn", ""))) or f"inline policy {params.get('PolicyName')}"
+        meaning = ("it only denies: it gives nobody any right, but the baseline's group holds nothing but the "
+                   "assume policy (a Deny there can also stop members from reaching the admin role)"
+                   if verdict.kind == policy.DENY_ONLY else
+                   f"{verdict.describe()}; the baseline's group holds nothing but the assume policy")
+        return f"Group {params.get('GroupName', settings.admin_group)} holds {label}: {meaning}."
     group, role, assume = params.get("GroupName", settings.admin_group), settings.admin_role, settings.assume_policy
     if observed.role is not None:
         role = observed.role.name
@@ -375,17 +395,27 @@ def drift_line(change: Change, observed: Observed, settings: Settings) -> str:
 def baseline_finding(
     event: CloudTrailEvent, settings: Settings, verdict: Triage, touch: Touch,
     observed: Observed, changes: list[Change], actions: list[Action],
+    removed: Mapping[int, policy.PolicyVerdict] | None = None,
 ) -> Finding:
-    ranked = sorted(changes, key=lambda c: c.call not in HIGH_CALLS)
-    severity = Severity.HIGH if ranked[0].call in HIGH_CALLS else Severity.MEDIUM
-    finding_id = FINDING_IDS.get(ranked[0].call, "admin-path-broken")
+    """`removed`: the analyzer's verdict on a policy a change removes (by index in `changes`), where known."""
+    removed = removed or {}
+
+    def high(i: int, change: Change) -> bool:  # a deny-only policy on the group opens no door
+        return change.call in HIGH_CALLS and (i not in removed or removed[i].kind != policy.DENY_ONLY)
+
+    ranked = sorted(range(len(changes)), key=lambda i: not high(i, changes[i]))
+    severity = Severity.HIGH if high(ranked[0], changes[ranked[0]]) else Severity.MEDIUM
+    ranked_changes = [changes[i] for i in ranked]
+    finding_id = FINDING_IDS.get(ranked_changes[0].call, "admin-path-broken")
+    if severity is Severity.MEDIUM and ranked_changes[0].call in HIGH_CALLS:
+        finding_id = "admin-group-extra-policy"
     actor, ident = short_actor(event.identity), event.identity
     done = what_was_done(event, touch)
     where = f" from {event.source_ip}" if event.source_ip else ""
     what = [f"{ident.display} ({ident.type or 'unknown identity'}) made this change: {done} "
             f"({event.event_name}, {event.event_time or 'time unknown'}{where})."]
     what.append(f"The guardrail re-read the {touch.kind.value} from the account: "
-                + " ".join(drift_line(c, observed, settings) for c in changes))
+                + " ".join(drift_line(c, observed, settings, removed.get(i)) for i, c in enumerate(changes)))
     if severity is Severity.HIGH:
         what.append(f"The baseline allows admin rights only through role {settings.admin_role}, with MFA.")
     if verdict.verdict is Verdict.NOTIFY_ONLY:
@@ -417,8 +447,7 @@ def _baseline_steps(event: CloudTrailEvent, settings: Settings, changes: list[Ch
                      + "; ".join(by_hand(failed)))
     elif not_done and not held:
         steps.append("If the change was not intended, undo it by hand: " + "; ".join(by_hand(not_done)))
-    steps.append(f"If you did not make or expect this change, treat {event.identity.display} as compromised: "
-                 "review its other recent activity in CloudTrail and rotate its credentials.")
+    steps.append(compromise_step(event, settings))
     if any(c.call == "update_role" for c in changes):
         steps.append("To allow longer (or shorter) admin sessions on purpose, set the stack parameter "
                      "AdminSessionSeconds (900 to 43200) and run sam deploy.")
@@ -460,7 +489,29 @@ def converge_touched(event: CloudTrailEvent, settings: Settings, verdict: Triage
         return []
     allowed, why_not = may_write(settings, verdict)
     actions = iam_baseline.apply(iam, changes, allowed=allowed, not_allowed_reason=why_not)
-    return [baseline_finding(event, settings, verdict, touch, observed, changes, actions)]
+    removed = removed_verdicts(iam, event, changes)  # for the email's words: after the write, not before
+    return [baseline_finding(event, settings, verdict, touch, observed, changes, actions, removed)]
+
+
+def removed_verdicts(iam: Any, event: CloudTrailEvent, changes: list[Change]) -> dict[int, policy.PolicyVerdict]:
+    """The analyzer's verdict on each policy the plan removes from the admin group, where it can be known.
+
+    Managed: the list or the default version (two reads, once per policy); inline: the event's own
+    document when the event put that very policy (the account's copy is deleted by then).
+    """
+    out: dict[int, policy.PolicyVerdict] = {}
+    cache: dict[str, policy.PolicyVerdict] = {}
+    for i, change in enumerate(changes):
+        if change.call == "detach_group_policy":
+            judged = held_rights.managed_verdict(iam, str(change.params.get("PolicyArn", "")), cache)
+            if judged is not None:
+                out[i] = judged
+        elif change.call == "delete_group_policy" and event.event_name == "PutGroupPolicy" \
+                and _same(event.param("policyName"), str(change.params.get("PolicyName", ""))):
+            document = event_document(event)
+            if document:
+                out[i] = policy.analyze(document)
+    return out
 
 
 # --- admin rights granted around the role ------------------------------------------------
@@ -480,22 +531,31 @@ def user_exempt(settings: Settings, name: str) -> bool:
 
 @dataclass(frozen=True)
 class Grant:
-    """Admin rights held by a user or group outside the baseline, confirmed from the account."""
+    """Admin or escalation rights held by a user, group or role outside the baseline, confirmed from the account."""
 
-    kind: Kind  # USER_GRANT or GROUP_GRANT
+    kind: Kind  # USER_GRANT, GROUP_GRANT or ROLE_GRANT
     name: str
     policy_arn: str = ""  # managed
     policy_name: str = ""  # inline
     document: str = ""  # inline document as read back (for the undo command)
+    verdict: policy.PolicyVerdict = field(default_factory=lambda: policy.PolicyVerdict(policy.ADMIN))
+    who: str = ""  # roles: who can assume it without MFA
+
+    @property
+    def holder(self) -> str:
+        """'user bob', 'group ops', 'role ops-automation (which user bob can assume without MFA)'."""
+        if self.kind is Kind.ROLE_GRANT:
+            return f"role {self.name} (which {self.who} can assume without MFA)"
+        return f"{self.kind.value} {self.name}"
 
     @property
     def label(self) -> str:
         return policy_name(self.policy_arn) if self.policy_arn else f"inline policy {self.policy_name}"
 
     def removal(self, settings: Settings) -> Change:
-        noun = self.kind.value  # "user" / "group"
+        noun = self.kind.value  # "user" / "group" / "role"
         target = settings.iam_arn(noun, self.name)
-        name_key = "UserName" if self.kind is Kind.USER_GRANT else "GroupName"
+        name_key = {"user": "UserName", "group": "GroupName", "role": "RoleName"}[noun]
         if self.policy_arn:
             return Change(
                 f"Detach {self.label} from {noun} {self.name}", target, f"detach_{noun}_policy",
@@ -503,7 +563,7 @@ class Grant:
                 undo=f"aws iam attach-{noun}-policy --{noun}-name {self.name} --policy-arn {self.policy_arn}",
                 removes_admin_path=True,
             )
-        document = self.document if len(self.document) <= 1000 else "file://<the document from the CloudTrail event>"
+        document = self.document if len(self.document) <= 1000 else "file://policy.json"
         return Change(
             f"Delete {self.label} from {noun} {self.name}", target, f"delete_{noun}_policy",
             {name_key: self.name, "PolicyName": self.policy_name},
@@ -527,9 +587,10 @@ def remove_grants(iam: Any, settings: Settings, verdict: Triage, grants: list[Gr
     gap: str | None = None  # read once, only when a removal is about to happen
     for grant in grants:
         change = grant.removal(settings)
-        if grant.kind is Kind.USER_GRANT and user_exempt(settings, grant.name):
+        if (grant.kind is Kind.USER_GRANT and user_exempt(settings, grant.name)) or (
+                grant.kind is Kind.ROLE_GRANT and settings.is_exempt(change.target)):
             actions.append(Action(change.name, change.target, Status.SKIPPED,
-                                  detail=f"user {grant.name} is an exempt (break-glass) principal: "
+                                  detail=f"{grant.kind.value} {grant.name} is an exempt (break-glass) principal: "
                                          "it keeps its rights"))
             continue
         if allowed and grant.kind is Kind.GROUP_GRANT:
@@ -594,11 +655,17 @@ def grant_finding(event: CloudTrailEvent, settings: Settings, verdict: Triage, h
     """`actions` pair with `grants`; `extra`: the admin group's baseline actions, when it holds the policy too."""
     actor, ident = short_actor(event.identity), event.identity
     where = f" from {event.source_ip}" if event.source_ip else ""
-    held = [f"{g.kind.value} {g.name}" for g in grants] + (also_held_by or [])
+    held = [g.holder for g in grants] + (also_held_by or [])
+    admin = any(g.verdict.kind == policy.ADMIN for g in grants) or not grants
+    rights = "admin rights" if admin else "a way to take admin rights (privilege escalation)"
     what = (f"{ident.display} ({ident.type or 'unknown identity'}) made this change: {headline} "
             f"({event.event_name}, {event.event_time or 'time unknown'}{where}). {because} "
-            f"So {', '.join(held)} hold{'s' if len(held) == 1 else ''} admin rights without the MFA-protected role "
+            f"So {', '.join(held)} hold{'s' if len(held) == 1 else ''} {rights} without the MFA-protected role "
             f"{settings.admin_role}: the baseline allows admin rights only through that role, with MFA.")
+    conditions = sorted({g.verdict.condition for g in grants if g.verdict.condition})
+    if conditions:
+        what += (" The granting statement has a condition, which may narrow when it applies: "
+                 + "; ".join(conditions) + ".")
     if verdict.verdict is Verdict.NOTIFY_ONLY:
         what += f" {actor} is an exempt (break-glass) principal: the change is reported, never undone."
     removals = [g.removal(settings) for g in grants]
@@ -613,20 +680,39 @@ def grant_finding(event: CloudTrailEvent, settings: Settings, verdict: Triage, h
         steps.append("If the grant was not intended, remove it by hand: " + "; ".join(by_hand(not_done)))
     steps.append(f"If someone needs admin rights, add them to group {settings.admin_group}, enrol an MFA device "
                  f"for them, and have them switch to role {settings.admin_role}.")
-    steps.append(f"If you did not make or expect this change, treat {ident.display} as compromised: review its "
-                 "other recent activity in CloudTrail and rotate its credentials.")
-    steps.append("To keep such a grant on purpose: list the user in ExemptPrincipalArns (break-glass users keep "
-                 "their admin rights and are never acted on); DetachOtherAdminGrants=false reports grants "
-                 "without removing them.")
+    steps.append(compromise_step(event, settings))
+    steps.append("To keep such a grant on purpose: list the principal in ExemptPrincipalArns (break-glass "
+                 "principals keep their admin rights and are never acted on); DetachOtherAdminGrants=false reports "
+                 "grants without removing them.")
     links = [cloudtrail_link(event.aws_region or event.region, event.event_id)] if event.event_id else []
-    links += [iam_console_link("users" if g.kind is Kind.USER_GRANT else "groups", g.name) for g in grants]
+    links += [iam_console_link(f"{g.kind.value}s", g.name) for g in grants]
     all_actions = actions + (extra or [])
+    severity = Severity.HIGH if admin or any(g.verdict.direct for g in grants) else Severity.MEDIUM
     return Finding.for_event(
-        event, id="admin-granted-outside-role", severity=Severity.HIGH,
+        event, id="admin-granted-outside-role" if admin else "escalation-granted-outside-role", severity=severity,
         summary=f"{outcome(all_actions)}: {headline} by {actor}",
         what_happened=what, actions=all_actions, next_steps=steps, links=links,
         mode=f"{settings.mode}; exempt principal: report only" if verdict.verdict is Verdict.NOTIFY_ONLY else "",
     )
+
+
+def mfa_admin_session(event: CloudTrailEvent, settings: Settings) -> bool:
+    """Made in a session of the MFA-protected admin role, opened with MFA: an administrator acting."""
+    ident = event.identity
+    return ident.type == "AssumedRole" and _same(ident.session_issuer_arn, settings.admin_role_arn) \
+        and ident.mfa_authenticated
+
+
+def compromise_step(event: CloudTrailEvent, settings: Settings) -> str:
+    """What to do if nobody expected the change; no "compromised" verdict on an MFA admin session."""
+    ident = event.identity
+    if mfa_admin_session(event, settings):
+        session = ident.arn.rsplit("/", 1)[-1] if ident.arn.count("/") >= 2 else "unknown"
+        return (f"This was done in an MFA-authenticated session of role {settings.admin_role} (session name "
+                f"{session}): most likely an administrator's mistake or a deliberate change. If nobody expected it, "
+                "ask that administrator, and review the session's other activity in CloudTrail.")
+    return (f"If you did not make or expect this change, treat {ident.display} as compromised: review its "
+            "other recent activity in CloudTrail and rotate its credentials.")
 
 
 # adapters: one IAM call each
@@ -655,10 +741,12 @@ def read_default_document(iam: Any, arn: str) -> tuple[dict[str, Any], int] | No
 
 
 def attached_arn(iam: Any, kind: Kind, name: str, arn: str) -> str | None:
-    """The policy's ARN as attached to the user/group now, or None when it is no longer attached."""
+    """The policy's ARN as attached to the user/group/role now, or None when it is no longer attached."""
     try:
         if kind is Kind.USER_GRANT:
             response = iam.list_attached_user_policies(UserName=name)
+        elif kind is Kind.ROLE_GRANT:
+            response = iam.list_attached_role_policies(RoleName=name)
         else:
             response = iam.list_attached_group_policies(GroupName=name)
     except ClientError as exc:
@@ -670,72 +758,62 @@ def attached_arn(iam: Any, kind: Kind, name: str, arn: str) -> str | None:
                 None)
 
 
-def inline_document(iam: Any, kind: Kind, name: str, inline: str) -> str | None:
-    """The inline policy's document as the account holds it now (JSON), or None when it is gone."""
-    try:
-        if kind is Kind.USER_GRANT:
-            response = iam.get_user_policy(UserName=name, PolicyName=inline)
-        else:
-            response = iam.get_group_policy(GroupName=name, PolicyName=inline)
-    except ClientError as exc:
-        if is_not_found(exc):
-            return None
-        raise
-    return json.dumps(load_document(response.get("PolicyDocument")))
-
-
-def policy_holders(iam: Any, arn: str) -> tuple[list[str], list[str]]:
-    """(users, groups) the managed policy is attached to (roles are not judged here)."""
+def policy_holders(iam: Any, arn: str) -> tuple[list[str], list[str], list[str]]:
+    """(users, groups, roles) the managed policy is attached to."""
     users: list[str] = []
     groups: list[str] = []
+    roles: list[str] = []
     for page in iam.get_paginator("list_entities_for_policy").paginate(PolicyArn=arn):
         users += [u["UserName"] for u in page.get("PolicyUsers", [])]
         groups += [g["GroupName"] for g in page.get("PolicyGroups", [])]
-    return users, groups
+        roles += [r["RoleName"] for r in page.get("PolicyRoles", [])]
+    return users, groups, roles
+
+
+def managed_because(arn: str, verdict: policy.PolicyVerdict) -> str:
+    name = policy_name(arn)
+    if held_rights.is_aws_managed(arn):
+        return (f"{name} allows every action on every resource." if verdict.kind == policy.ADMIN
+                else f"{name} (AWS-managed) {verdict.describe()}.")
+    return f"The default version of {name} says: {verdict.describe()}."
 
 
 def judge_grant(event: CloudTrailEvent, settings: Settings, verdict: Triage, touch: Touch) -> list[Finding]:
-    """A policy attached to / put on a user or another group: admin rights around the role?"""
+    """A policy attached to / put on a user or another group: admin or escalation rights around the role?"""
     iam = client("iam")
     done = what_was_done(event, touch)
     if touch.policy_arn:
-        if is_administrator_access(touch.policy_arn, settings):
-            because = "AdministratorAccess allows every action on every resource."
-        elif is_aws_managed(touch.policy_arn, settings):
-            logger.info("no admin grant", extra={"reason": f"{done}: an AWS-managed policy other than "
-                                                           "AdministratorAccess (none allows * on *)"})
+        judged = held_rights.managed_verdict(iam, touch.policy_arn)
+        if judged is None or not judged.grants:
+            logger.info("no admin grant", extra={"reason": f"{done}: the policy no longer exists" if judged is None
+                                                 else f"{done}: {judged.describe()}"})
             return []
-        else:
-            read = read_default_document(iam, touch.policy_arn)
-            if read is None or not grants_admin(read[0]):
-                logger.info("no admin grant", extra={"reason": f"{done}: its default version does not allow * on *"
-                                                     if read else f"{done}: the policy no longer exists"})
-                return []
-            because = f"The default version of {policy_name(touch.policy_arn)} allows every action on every resource."
         arn = attached_arn(iam, touch.kind, touch.name, touch.policy_arn)
         if arn is None:
             logger.info("no admin grant", extra={"reason": f"{done}: no longer attached (decided from the account)"})
             return []
-        grant = Grant(touch.kind, touch.name, policy_arn=arn)
+        because = managed_because(arn, judged)
+        grant = Grant(touch.kind, touch.name, policy_arn=arn, verdict=judged)
     else:
         in_event = event_document(event)
-        if in_event and not grants_admin(in_event):
-            logger.info("no admin grant", extra={"reason": f"{done}: the document does not allow * on *"})
+        if in_event and not policy.analyze(in_event).grants:
+            logger.info("no admin grant", extra={"reason": f"{done}: {policy.analyze(in_event).describe()}"})
             return []
-        document = inline_document(iam, touch.kind, touch.name, touch.policy_name)
-        if document is None or not grants_admin(document):
+        noun: held_rights.PrincipalKind = "user" if touch.kind is Kind.USER_GRANT else "group"
+        held = held_rights.inline_held(iam, noun, touch.name, touch.policy_name)
+        if held is None or not held.verdict.grants:
             logger.info("no admin grant", extra={"reason": f"{done}: the account's copy "
-                                                 + ("is gone" if document is None else "does not allow * on *")})
+                                                 + ("is gone" if held is None else held.verdict.describe())})
             return []
-        because = (f"Inline policy {touch.policy_name}, as the account holds it now, allows every action "
-                   "on every resource.")
-        grant = Grant(touch.kind, touch.name, policy_name=touch.policy_name, document=document)
+        judged = held.verdict
+        because = f"Inline policy {touch.policy_name}, as the account holds it now: {judged.describe()}."
+        grant = Grant(touch.kind, touch.name, policy_name=touch.policy_name, document=held.document, verdict=judged)
     actions = remove_grants(iam, settings, verdict, [grant])
     return [grant_finding(event, settings, verdict, done, because, [grant], actions)]
 
 
 def judge_policy_version(event: CloudTrailEvent, settings: Settings, verdict: Triage, touch: Touch) -> list[Finding]:
-    """Another customer-managed policy's default document changed: does it now grant admin to people?"""
+    """Another customer-managed policy's default document changed: does it now give people admin rights?"""
     name = policy_name(touch.policy_arn)
     if event.event_name == "CreatePolicyVersion" and not _truthy(event.request.get("setAsDefault")):
         logger.info("no admin grant",
@@ -743,17 +821,22 @@ def judge_policy_version(event: CloudTrailEvent, settings: Settings, verdict: Tr
         return []
     iam = client("iam")
     read = read_default_document(iam, touch.policy_arn)
-    if read is None or read[1] == 0 or not grants_admin(read[0]):
+    judged = policy.analyze(read[0]) if read else None
+    if read is None or read[1] == 0 or judged is None or not judged.grants:
         why = ("the policy no longer exists" if read is None else "it is attached to nothing" if read[1] == 0
-               else "its default version does not allow * on *")
+               else judged.describe() if judged else "")
         logger.info("no admin grant", extra={"reason": f"{what_was_done(event, touch)}: {why}"})
         return []
-    users, groups = policy_holders(iam, touch.policy_arn)
+    users, groups, roles = policy_holders(iam, touch.policy_arn)
     admin_groups = [g for g in groups if _same(g, settings.admin_group)]
-    grants = [Grant(Kind.USER_GRANT, u, policy_arn=touch.policy_arn) for u in users]
-    grants += [Grant(Kind.GROUP_GRANT, g, policy_arn=touch.policy_arn) for g in groups if g not in admin_groups]
+    grants = [Grant(Kind.USER_GRANT, u, policy_arn=touch.policy_arn, verdict=judged) for u in users]
+    grants += [Grant(Kind.GROUP_GRANT, g, policy_arn=touch.policy_arn, verdict=judged)
+               for g in groups if g not in admin_groups]
+    grants += [Grant(Kind.ROLE_GRANT, r, policy_arn=touch.policy_arn, verdict=judged, who=who)
+               for r, who in human_roles(iam, settings, roles)]
     if not grants and not admin_groups:
-        logger.info("no admin grant", extra={"reason": f"{name} grants admin but only roles hold it (not judged)"})
+        logger.info("no admin grant", extra={"reason": f"{name} gives admin or escalation rights but no person "
+                                                       "holds it (only roles trusted by AWS services or with MFA)"})
         return []
     actions = remove_grants(iam, settings, verdict, grants)
     extra: list[Action] = []
@@ -762,9 +845,51 @@ def judge_policy_version(event: CloudTrailEvent, settings: Settings, verdict: Tr
         allowed, why_not = may_write(settings, verdict)
         extra += iam_baseline.apply(iam, iam_baseline.converge_plan(iam, settings, observed),
                                     allowed=allowed, not_allowed_reason=why_not)
-    because = "Its default version now allows every action on every resource, and people hold it."
+    because = f"Its default version now says: {judged.describe()}; and people hold it."
     return [grant_finding(event, settings, verdict, what_was_done(event, touch), because, grants, actions,
                           extra, also_held_by=[f"group {g}" for g in admin_groups])]
+
+
+def human_roles(iam: Any, settings: Settings, roles: list[str]) -> list[tuple[str, str]]:
+    """(role, who can assume it without MFA) for the roles people can assume; the rest logged."""
+    out: list[tuple[str, str]] = []
+    for name in roles:
+        if _same(name, settings.admin_role):
+            continue
+        role = read_role_facts(iam, name)
+        if role is None:
+            continue
+        skip = own_or_service_linked(role, settings)
+        who = held_rights.human_trust(role["AssumeRolePolicyDocument"], settings) if not skip else []
+        if not who:
+            logger.info("role not a path for people", extra={
+                "reason": skip or f"role {name} is trusted only by "
+                f"{', '.join(held_rights.service_only(role['AssumeRolePolicyDocument'])) or 'principals with MFA'}"})
+            continue
+        out.append((name, ", ".join(who)))
+    return out
+
+
+def read_role_facts(iam: Any, name: str) -> dict[str, Any] | None:
+    """GetRole's Role (trust document decoded), or None when the role is gone."""
+    try:
+        role = dict(iam.get_role(RoleName=name)["Role"])
+    except ClientError as exc:
+        if is_not_found(exc):
+            return None
+        raise
+    role["AssumeRolePolicyDocument"] = load_document(role.get("AssumeRolePolicyDocument"))
+    return role
+
+
+def own_or_service_linked(role: Mapping[str, Any], settings: Settings) -> str:
+    """Why the guardrail never judges this role ('' when it does)."""
+    path, arn, name = str(role.get("Path", "/")), str(role.get("Arn", "")), str(role.get("RoleName", ""))
+    if path.startswith("/aws-service-role/"):
+        return f"role {name} is a service-linked role (AWS manages it; only its service assumes it)"
+    if settings.is_guardrail(arn) or path.startswith("/account-guardrail/"):
+        return f"role {name} is one of the guardrail's own roles"
+    return ""
 
 
 # --- the judge ----------------------------------------------------------------------------

@@ -135,6 +135,16 @@ AWS_MANAGED_GRANTS: Mapping[str, VerdictKind] = {
     "IAMFullAccess": "escalation",
     "AWSLambda_FullAccess": "escalation",
 }
+# The escalation methods each listed policy allows, as `analyze` finds them in its document (tested).
+_IAM_METHODS = ("CreateAccessKey", "CreateLoginProfile", "UpdateLoginProfile", "AddUserToGroup",
+                "CreateNewPolicyVersion", "SetExistingDefaultPolicyVersion", "AttachUserPolicy", "AttachGroupPolicy",
+                "AttachRolePolicy", "PutUserPolicy", "PutGroupPolicy", "PutRolePolicy",
+                "DeleteUserPermissionsBoundary", "DeleteRolePermissionsBoundary")
+AWS_MANAGED_METHODS: Mapping[str, tuple[str, ...]] = {
+    "IAMFullAccess": _IAM_METHODS,
+    "AWSLambda_FullAccess": ("PassExistingRoleToNewLambdaThenInvoke",
+                             "PassExistingRoleToNewLambdaThenTriggerWithExistingDynamo"),
+}
 
 # One action per major service (and the account-level ones): a statement that allows all of
 # these and every escalation action on every resource is treated as "every action".
@@ -415,11 +425,24 @@ def analyze(document: Any) -> PolicyVerdict:
 
 def managed_verdict(arn: str) -> VerdictKind | None:
     """The verdict of an AWS-managed policy from `AWS_MANAGED_GRANTS` (None: not listed, or not AWS-managed)."""
+    name = _managed_name(arn)
+    return AWS_MANAGED_GRANTS[name] if name else None
+
+
+def managed_policy_verdict(arn: str) -> PolicyVerdict:
+    """An AWS-managed policy's verdict, with its methods, from the list (ordinary when not listed)."""
+    name = _managed_name(arn)
+    if not name:
+        return PolicyVerdict(ORDINARY)
+    return PolicyVerdict(AWS_MANAGED_GRANTS[name], methods=AWS_MANAGED_METHODS.get(name, ()))
+
+
+def _managed_name(arn: str) -> str:
     prefix, _, name = arn.partition(":iam::aws:policy/")
     if not prefix.lower().startswith("arn:aws") or not name:
-        return None
+        return ""
     lowered = name.lower()  # AWS-managed names are unique with their path ("job-function/Billing")
-    return next((kind for key, kind in AWS_MANAGED_GRANTS.items() if key.lower() == lowered), None)
+    return next((key for key in AWS_MANAGED_GRANTS if key.lower() == lowered), "")
 
 
 def worst(verdicts: Iterable[PolicyVerdict]) -> PolicyVerdict:

@@ -30,7 +30,7 @@ PARAMETER_SETS = {
 NO_RESOURCE_ACTIONS = frozenset({
     "iam:ListGroups", "iam:ListRoles", "iam:ListUsers", "iam:ListPolicies", "iam:ListAccountAliases",
     "iam:GenerateCredentialReport", "iam:GetCredentialReport", "iam:GetAccountSummary",
-    "iam:GetAccountPasswordPolicy", "iam:ListVirtualMFADevices",
+    "iam:GetAccountPasswordPolicy", "iam:ListVirtualMFADevices", "iam:GetAccountAuthorizationDetails",
     "cloudtrail:DescribeTrails", "cloudtrail:ListTrails", "cloudtrail:LookupEvents",
 })
 READ_VERBS = ("Get", "List", "Describe", "Generate", "Lookup")

@@ -201,10 +201,10 @@ def test_digest_lists_offenders_past_grace_only(account: LocalGuardrail, no_wait
     add_users("new", 1, mfa=False, hours=2)  # still within the 24 h grace period
     add_users("svc", 1, mfa=False, password=False)  # no console password: not a console user
     inv = sweep(account)
-    # A handful of calls, then one per flagged user (bob), then one email.
+    # A handful of calls, then one per flagged user (bob), the admin-grant inventory, then one email.
     assert aws_calls(inv) == ["iam:GenerateCredentialReport", "iam:GenerateCredentialReport",
                               "iam:GetCredentialReport", "iam:GetAccountSummary", "iam:ListMFADevices",
-                              "sns:Publish"]
+                              "iam:GetAccountAuthorizationDetails", "sns:Publish"]
     assert [c.params for c in inv.calls if c.name == "iam:ListMFADevices"] == [{"UserName": "bob"}]
     assert no_waiting == [1.0]  # the first report took one poll to complete
     (mail,) = inv.notifications
@@ -259,7 +259,9 @@ def test_calls_grow_with_flagged_users_not_with_users(users: int, flagged: int) 
     calls = aws_calls(inv)
     confirmations = [c.params["UserName"] for c in inv.calls if c.name == "iam:ListMFADevices"]
     assert sorted(confirmations) == offenders
-    assert len(calls) == 5 + flagged  # 2 x Generate (moto: STARTED, COMPLETE), Get, Summary, Publish
+    # 2 x Generate (moto: STARTED, COMPLETE), Get, Summary, the inventory, Publish. (The inventory's
+    # GetAccountAuthorizationDetails is one page here; AWS pages it by 100 principals.)
+    assert len(calls) == 6 + flagged
     assert inv.result["sweep"]["offenders"] == offenders
     assert seconds < 20, f"{users} users took {seconds:.1f} s"
 

@@ -23,7 +23,7 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
         dry_run = bool(event.get("dry_run")) if isinstance(event, dict) else False
         result = setup.converge(settings, dry_run=dry_run)
         logger.info("baseline converged", extra={"result": result.to_dict()})
-        if not dry_run and (result.actions or not result.trail_ok):
+        if not dry_run and (result.actions or not result.trail_ok or result.admin_grants):
             try:
                 publish(client("sns"), settings.alert_topic_arn, setup.setup_finding(settings, result))
             except Exception:  # the email informs; failing it must not fail the setup

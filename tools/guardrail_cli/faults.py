@@ -235,11 +235,12 @@ def declared_actions(function: str, stack: Any) -> frozenset[str]:
     (adapter modules' READ_ACTIONS/WRITE_ACTIONS and the shared runtime's)."""
     import importlib
 
-    from guardrail_core import iam_baseline, runtime, setup
+    from guardrail_core import iam_baseline, inventory, runtime, setup
 
     shared = runtime.LOG_ACTIONS | runtime.PUBLISH_ACTIONS
     if function == "SetupFunction":  # converges the whole baseline, checks the trail
-        return shared | iam_baseline.READ_ACTIONS | iam_baseline.WRITE_ACTIONS | setup.CLOUDTRAIL_READ_ACTIONS
+        return (shared | iam_baseline.READ_ACTIONS | iam_baseline.WRITE_ACTIONS | setup.CLOUDTRAIL_READ_ACTIONS
+                | inventory.INVENTORY_ACTIONS)
     name, condition = DETECTOR_MODULES[function]
     module = importlib.import_module(f"guardrail_core.{name}")
     missing = [attr for attr in ("READ_ACTIONS", "WRITE_ACTIONS") if not hasattr(module, attr)]

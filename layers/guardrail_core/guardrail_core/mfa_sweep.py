@@ -19,7 +19,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
-from guardrail_core import mfa
+from guardrail_core import inventory, mfa
 from guardrail_core.aws import client, error_code, is_access_denied
 from guardrail_core.config import QUARANTINE, Settings
 from guardrail_core.events import SCHEDULED
@@ -38,7 +38,7 @@ RESERVE_MS = 20_000  # stop confirming when less time than this is left: the dig
 
 READ_ACTIONS = frozenset({
     "iam:GenerateCredentialReport", "iam:GetCredentialReport", "iam:GetAccountSummary", "iam:ListMFADevices",
-})
+}) | inventory.INVENTORY_ACTIONS
 WRITE_ACTIONS = frozenset({"iam:AttachUserPolicy"})
 
 sleep: Callable[[float], None] = time.sleep  # replaced in tests that do not want to wait
@@ -371,7 +371,8 @@ def handle(raw: Any, settings: Settings, remaining_ms: Callable[[], int] | None 
         "users": len(result.report.users), "offenders": [o.user.name for o in result.offenders],
         "in_grace": [u.name for u in result.in_grace], "root_issues": result.root_issues,
     })
-    finding = digest(result, settings, now)
+    held, why_not = inventory.take(iam, settings)  # admin grants outside the baseline: once a day in the digest
+    finding = inventory.with_grants(digest(result, settings, now), held, why_not, settings, now)
     findings = [finding] if finding else []
     reason = f"{len(result.offenders)} offenders, {len(result.root_issues)} root issues"
     outcome = Outcome("handled", reason, findings, publish_findings(findings, settings))

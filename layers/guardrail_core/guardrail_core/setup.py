@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from guardrail_core import iam_baseline
+from guardrail_core import iam_baseline, inventory
 from guardrail_core.aws import client, error_code
 from guardrail_core.baseline import describe
 from guardrail_core.config import Settings
@@ -32,6 +32,7 @@ class SetupResult:
     actions: list[Action] = field(default_factory=list)
     trail: str = ""
     trail_ok: bool = False
+    admin_grants: list[str] = field(default_factory=list)  # inventory lines: admin rights outside the baseline
 
     @property
     def failed(self) -> list[Action]:
@@ -53,6 +54,7 @@ class SetupResult:
                          "undo": a.undo} for a in self.actions],
             "trail": self.trail,
             "trail_ok": self.trail_ok,
+            "admin_grants": self.admin_grants,
             "compliant": self.compliant,
         }
 
@@ -116,6 +118,8 @@ def converge(settings: Settings, *, dry_run: bool) -> SetupResult:
         result.trail_ok, result.trail = check_trail(client("cloudtrail", settings.region))
     except Exception as exc:  # the trail check informs; it must not fail the setup
         result.trail = f"Could not check CloudTrail ({error_code(exc)}); make sure a multi-region trail is logging."
+    held, why_not = inventory.take(iam, settings)  # who else holds admin rights: in the email below
+    result.admin_grants = inventory.lines(held, why_not)
     return result
 
 
@@ -127,14 +131,17 @@ def setup_finding(settings: Settings, result: SetupResult) -> Finding:
         severity, headline = Severity.MEDIUM, "Baseline in place, but CloudTrail is not logging"
     else:
         severity, headline = Severity.INFO, "Baseline set up"
+    if result.admin_grants and severity is Severity.INFO:
+        severity, headline = Severity.HIGH, "Baseline in place; admin rights held outside it"
     steps = [result.trail] if not result.trail_ok else []
     steps += [a.detail for a in result.held_back[:1]]
     steps.append(f"Use admin rights by switching to role {settings.admin_role} with MFA: "
                  f"https://signin.aws.amazon.com/switchrole?roleName={settings.admin_role}&account={settings.account_id}")
     return Finding(
         id="baseline-setup", severity=severity, summary=headline, account_id=settings.account_id,
-        region=settings.region, what_happened=result.summary(), actions=result.actions, next_steps=steps,
-        mode="setup",
+        region=settings.region, what_happened=result.summary(), actions=result.actions,
+        next_steps=steps + inventory.steps(bool(result.admin_grants), settings),
+        mode="setup", items=result.admin_grants,
     )
 
 

@@ -980,8 +980,8 @@ def test_role_grants_exactly_what_the_code_calls_and_writes_only_on_the_baseline
     extra = {a for s in detaching for a in _actions(s)} - {a for s in statements for a in _actions(s)}
     assert extra == {"iam:DetachUserPolicy", "iam:DeleteUserPolicy", "iam:DetachRolePolicy", "iam:DeleteRolePolicy"}
     denied = [s for s in detaching if s.get("Effect") == "Deny"]
-    assert {r for s in denied for r in s["Resource"]} >= {f"arn:aws:iam::{ACCOUNT_ID}:role/admin-mfa",
-                                                          f"arn:aws:iam::{ACCOUNT_ID}:role/account-guardrail/*"}
+    assert {r for s in denied for r in s["Resource"]} == {f"arn:aws:iam::{ACCOUNT_ID}:role/account-guardrail/*",
+                                                          f"arn:aws:iam::{ACCOUNT_ID}:role/aws-service-role/*"}
     assert {a for s in detaching for a in _actions(s)} >= admin_drift.DETACH_OTHER_ACTIONS
     assert iam_baseline.READ_ACTIONS <= admin_drift.READ_ACTIONS
 

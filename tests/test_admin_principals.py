@@ -261,3 +261,73 @@ def test_a_deny_only_policy_on_the_admin_group_is_removed_with_truthful_words(gu
     assert "without MFA" not in email
     assert "compromised" not in email
     assert "MFA-authenticated session of role admin-mfa" in email
+
+
+# --- the admin path itself broken ------------------------------------------------------------------------
+
+
+def test_a_permissions_boundary_on_the_admin_role_is_removed(guardrail: LocalGuardrail, how: str) -> None:
+    before = account_state()
+    deny_all = "arn:aws:iam::aws:policy/AWSDenyAll"
+    iam().put_role_permissions_boundary(RoleName="admin-mfa", PermissionsBoundary=deny_all)
+
+    inv = run(guardrail, event("PutRolePermissionsBoundary", {"roleName": "admin-mfa",
+                                                              "permissionsBoundary": deny_all}), how)
+
+    assert "PermissionsBoundary" not in iam().get_role(RoleName="admin-mfa")["Role"]
+    assert account_state() == before
+    assert iam_writes(inv) == ["DeleteRolePermissionsBoundary"]
+    subject, email = one_email(inv)
+    assert subject.startswith("[MEDIUM] Undone: permissions boundary AWSDenyAll set on role admin-mfa")
+    assert "caps what the admin role may do" in email
+
+
+def test_a_deny_policy_on_the_admin_role_is_removed(guardrail: LocalGuardrail, how: str) -> None:
+    before = account_state()
+    deny = {"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Action": "iam:*", "Resource": "*"}]}
+    iam().put_role_policy(RoleName="admin-mfa", PolicyName="no-iam", PolicyDocument=json.dumps(deny))
+
+    inv = run(guardrail, event("PutRolePolicy", {"roleName": "admin-mfa", "policyName": "no-iam",
+                                                 "policyDocument": json.dumps(deny)}), how)
+
+    assert iam().list_role_policies(RoleName="admin-mfa")["PolicyNames"] == []
+    assert account_state() == before
+    assert iam_writes(inv) == ["DeleteRolePolicy"]
+    assert "[DONE] Delete inline policy no-iam from role admin-mfa" in one_email(inv)[1]
+
+
+@pytest.mark.parametrize("extra", [
+    {"Sid": "NoOneFromHome", "Effect": "Deny", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"},
+    None,  # the MFA statement gets an extra condition instead
+])
+def test_a_deny_or_an_extra_condition_in_the_admin_trust_is_restored(guardrail: LocalGuardrail,
+                                                                    extra: dict[str, Any] | None) -> None:
+    trust = json.loads(json.dumps(iam().get_role(RoleName="admin-mfa")["Role"]["AssumeRolePolicyDocument"]))
+    if extra:
+        trust["Statement"].append(extra)
+    else:
+        trust["Statement"][0]["Condition"]["IpAddress"] = {"aws:SourceIp": "203.0.113.9/32"}
+    iam().update_assume_role_policy(RoleName="admin-mfa", PolicyDocument=json.dumps(trust))
+
+    inv = run(guardrail, event("UpdateAssumeRolePolicy", {"roleName": "admin-mfa",
+                                                          "policyDocument": json.dumps(trust)}))
+
+    assert iam_writes(inv) == ["UpdateAssumeRolePolicy"]
+    restored = iam().get_role(RoleName="admin-mfa")["Role"]["AssumeRolePolicyDocument"]
+    assert [s["Effect"] for s in restored["Statement"]] == ["Allow"]
+    assert restored["Statement"][0]["Condition"] == {"Bool": {"aws:MultiFactorAuthPresent": "true"}}
+
+
+def test_root_changes_to_the_admin_role_are_alerted_never_undone(guardrail: LocalGuardrail) -> None:
+    from test_admin_drift import ROOT
+
+    deny_all = "arn:aws:iam::aws:policy/AWSDenyAll"
+    iam().put_role_permissions_boundary(RoleName="admin-mfa", PermissionsBoundary=deny_all)
+
+    inv = run(guardrail, event("PutRolePermissionsBoundary", {"roleName": "admin-mfa",
+                                                              "permissionsBoundary": deny_all}, ROOT))
+
+    assert iam_writes(inv) == []
+    assert iam().get_role(RoleName="admin-mfa")["Role"]["PermissionsBoundary"]["PermissionsBoundaryArn"] == deny_all
+    subject, _ = one_email(inv)
+    assert "Undone" not in subject

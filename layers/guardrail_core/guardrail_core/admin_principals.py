@@ -1,8 +1,9 @@
 """Every path to standing admin: roles people can assume, group membership, the admin group's name.
 
 The admin-drift function's entry point. `judge` first asks `classify_principal` whether the
-event is one of the paths added here; anything else goes to `admin_drift.judge` (the baseline's
-own objects, and grants on users and groups):
+event is one of the paths below; anything else is classified by `admin_drift.classify` (the
+baseline's own objects, converged by `admin_drift`; grants on users and groups, judged by
+`admin_grants`):
 
 - a role other than the admin role gets a policy (`AttachRolePolicy`, `PutRolePolicy`) or a new
   trust policy (`UpdateAssumeRolePolicy`): when people can assume it without MFA
@@ -20,20 +21,27 @@ own objects, and grants on users and groups):
 
 from __future__ import annotations
 
-from guardrail_core import admin_drift
 from guardrail_core import grants as held_rights
 from guardrail_core.admin_drift import (
     IAM_SOURCE,
-    Grant,
     Kind,
     Touch,
     _same,
+    attempt_is_relevant,
+    classify,
     compromise_step,
-    grant_finding,
-    human_roles,
-    remove_grants,
+    converge_touched,
     short_actor,
     what_was_done,
+)
+from guardrail_core.admin_grants import (
+    Grant,
+    attached_arn,
+    grant_finding,
+    human_roles,
+    judge_grant,
+    judge_policy_version,
+    remove_grants,
 )
 from guardrail_core.alerts import cloudtrail_link, iam_console_link
 from guardrail_core.aws import client
@@ -84,17 +92,24 @@ def judge(event: CloudTrailEvent, settings: Settings, verdict: Triage) -> list[F
     """The admin-drift detector's decision for one (triaged) CloudTrail event."""
     touch = classify_principal(event, settings)
     if touch is None:
-        return admin_drift.judge(event, settings, verdict)
+        touch = classify(event, settings)
+        if verdict.verdict is Verdict.ACT and event.identity.is_root and touch.kind is Kind.ROLE:
+            # Root is the recovery path: its changes to the admin role are alerted, never undone.
+            verdict = Triage(Verdict.NOTIFY_ONLY, "made by root, the account's recovery path: alerted, never undone")
     if touch.kind is Kind.NONE:
         logger.info("event not judged", extra={"reason": touch.reason})
         return []
     if verdict.verdict is Verdict.ATTEMPT:
-        if touch.kind is Kind.GROUP_RENAME or admin_drift.attempt_is_relevant(event, touch, settings):
+        if touch.kind is Kind.GROUP_RENAME or attempt_is_relevant(event, touch, settings):
             return [attempt_finding(event, what_was_done(event, touch))]
         logger.info("event not judged", extra={"reason": f"{verdict.reason}; and it did not concern admin rights"})
         return []
-    if touch.kind is Kind.GROUP:
-        return admin_drift.converge_touched(event, settings, verdict, touch)
+    if touch.kind in (Kind.GROUP, Kind.ROLE, Kind.POLICY):
+        return converge_touched(event, settings, verdict, touch)
+    if touch.kind is Kind.POLICY_VERSION:
+        return judge_policy_version(event, settings, verdict, touch)
+    if touch.kind in (Kind.USER_GRANT, Kind.GROUP_GRANT):
+        return judge_grant(event, settings, verdict, touch)
     if touch.kind is Kind.ROLE_GRANT:
         return judge_role(event, settings, verdict, touch)
     if touch.kind is Kind.MEMBERSHIP:
@@ -115,7 +130,7 @@ def judge_role(event: CloudTrailEvent, settings: Settings, verdict: Triage, touc
     _, who = people[0]
     if event.event_name == "AttachRolePolicy":
         judged = held_rights.managed_verdict(iam, touch.policy_arn)
-        arn = admin_drift.attached_arn(iam, Kind.ROLE_GRANT, touch.name, touch.policy_arn) if judged and \
+        arn = attached_arn(iam, Kind.ROLE_GRANT, touch.name, touch.policy_arn) if judged and \
             judged.grants else None
         held = [held_rights.Held(judged, policy_arn=arn)] if judged and arn else []
     elif event.event_name == "PutRolePolicy":

@@ -99,13 +99,16 @@ def _lower_keys(value: Any) -> Any:
 
 
 def trust_requires_mfa(doc: Any, settings: Settings) -> bool:
-    """Every Allow statement must be for this account's principals and demand MFA with `Bool`.
+    """Every statement must be an Allow for this account's principals, demanding MFA with `Bool`, and nothing else.
 
     `BoolIfExists` is not enough: long-term access keys carry no MFA key at all, so
-    `BoolIfExists` lets them through.
+    `BoolIfExists` lets them through. A Deny statement, or any condition besides the MFA one
+    (a source IP, a tag, a time), can stop the members from reaching the role: the admin path
+    is then broken, and the trust is restored like a weakened one.
     """
-    allows = [s for s in statements(doc) if str(s.get("Effect", "")).lower() == "allow"]
-    if not allows:
+    stmts = statements(doc)
+    allows = [s for s in stmts if str(s.get("Effect", "")).lower() == "allow"]
+    if not allows or len(allows) != len(stmts):
         return False
     account_prefix = f"arn:{settings.partition}:iam::{settings.account_id}:"
     for stmt in allows:
@@ -118,6 +121,8 @@ def trust_requires_mfa(doc: Any, settings: Settings) -> bool:
         condition = _lower_keys(stmt.get("Condition") or {})
         mfa = (condition.get("bool") or {}).get(MFA_KEY)
         if [str(v).lower() for v in _as_list(mfa)] != ["true"]:
+            return False
+        if set(condition) != {"bool"} or set(condition["bool"]) != {MFA_KEY}:
             return False
     return True
 
@@ -160,6 +165,8 @@ class RoleState:
     trust: dict[str, Any]
     max_session: int
     attached: list[PolicyRef] | None = None  # None: not read
+    inline: list[str] | None = None  # inline policy names; None: not read
+    boundary: str = ""  # permissions boundary ARN ('' when none): GetRole returns it
 
 
 @dataclass
@@ -279,6 +286,29 @@ def plan(observed: Observed, settings: Settings) -> list[Change]:
                     f"Attach AdministratorAccess to role {role.name}", role_arn, "attach_role_policy",
                     {"RoleName": role.name, "PolicyArn": ADMINISTRATOR_ACCESS_ARN},
                     undo=f"aws iam detach-role-policy --role-name {role.name} --policy-arn {ADMINISTRATOR_ACCESS_ARN}",
+                ))
+            # The role holds AdministratorAccess and nothing else: any other policy can only narrow it
+            # (a Deny), and a permissions boundary caps it; either can break the path to admin.
+            if role.boundary:
+                changes.append(Change(
+                    f"Remove the permissions boundary {role.boundary.rsplit('/', 1)[-1]} from role {role.name}",
+                    role_arn, "delete_role_permissions_boundary", {"RoleName": role.name},
+                    undo=f"aws iam put-role-permissions-boundary --role-name {role.name} "
+                         f"--permissions-boundary {role.boundary}",
+                ))
+            for ref in role.attached or []:
+                if ref.arn != ADMINISTRATOR_ACCESS_ARN:
+                    changes.append(Change(
+                        f"Detach {ref.name} from role {role.name}", role_arn, "detach_role_policy",
+                        {"RoleName": role.name, "PolicyArn": ref.arn},
+                        undo=f"aws iam attach-role-policy --role-name {role.name} --policy-arn {ref.arn}",
+                    ))
+            for inline_name in role.inline or []:
+                changes.append(Change(
+                    f"Delete inline policy {inline_name} from role {role.name}", role_arn, "delete_role_policy",
+                    {"RoleName": role.name, "PolicyName": inline_name},
+                    undo=f"aws iam put-role-policy --role-name {role.name} --policy-name {inline_name} "
+                         "--policy-document file://policy.json",
                 ))
 
     if GROUP in observed.read:

@@ -28,11 +28,12 @@ EVERYTHING = frozenset({GROUP_MANAGED, GROUP_INLINE, ROLE, ROLE_POLICIES, POLICY
 READ_ACTIONS = frozenset({
     "iam:ListAttachedGroupPolicies", "iam:ListGroupPolicies", "iam:GetGroup", "iam:ListGroups",
     "iam:ListMFADevices", "iam:GetRole", "iam:ListRoles", "iam:ListAttachedRolePolicies",
-    "iam:GetPolicy", "iam:GetPolicyVersion", "iam:ListPolicyVersions",
+    "iam:GetPolicy", "iam:GetPolicyVersion", "iam:ListPolicyVersions", "iam:ListRolePolicies",
 })
 WRITE_ACTIONS = frozenset({
     "iam:CreateGroup", "iam:AttachGroupPolicy", "iam:DetachGroupPolicy", "iam:DeleteGroupPolicy",
     "iam:CreateRole", "iam:UpdateAssumeRolePolicy", "iam:UpdateRole", "iam:AttachRolePolicy",
+    "iam:DetachRolePolicy", "iam:DeleteRolePolicy", "iam:DeleteRolePermissionsBoundary",
     "iam:CreatePolicy", "iam:CreatePolicyVersion", "iam:DeletePolicyVersion",
 })
 
@@ -86,7 +87,7 @@ def find_member_with_mfa(iam: Any, group_name: str) -> str | None:
     return None
 
 
-def read_role(iam: Any, name: str, *, policies: bool) -> RoleState | None:
+def read_role(iam: Any, name: str, *, policies: bool, inline: bool = False) -> RoleState | None:
     try:
         role = iam.get_role(RoleName=name)["Role"]
     except ClientError as exc:
@@ -100,9 +101,12 @@ def read_role(iam: Any, name: str, *, policies: bool) -> RoleState | None:
         name=role["RoleName"], arn=role["Arn"],
         trust=baseline.load_document(role.get("AssumeRolePolicyDocument")),
         max_session=int(role.get("MaxSessionDuration", 3600)),
+        boundary=str((role.get("PermissionsBoundary") or {}).get("PermissionsBoundaryArn", "")),
     )
     if policies:
         state.attached = _attached(iam.list_attached_role_policies(RoleName=state.name))
+    if inline:  # one page: the admin role holds none in the baseline
+        state.inline = [str(n) for n in iam.list_role_policies(RoleName=state.name).get("PolicyNames", [])]
     return state
 
 
@@ -134,7 +138,8 @@ def read(iam: Any, settings: Settings, parts: Iterable[str], *, group_name: str 
         )
     if ROLE in parts or ROLE_POLICIES in parts:
         scopes.add(baseline.ROLE)
-        observed.role = read_role(iam, role_name or settings.admin_role, policies=ROLE_POLICIES in parts)
+        observed.role = read_role(iam, role_name or settings.admin_role, policies=ROLE_POLICIES in parts,
+                                  inline=ROLE_POLICIES in parts)
     if POLICY in parts:
         scopes.add(baseline.POLICY)
         observed.policy = read_policy(iam, settings.assume_policy_arn)

@@ -130,6 +130,12 @@ def group_policies(name: str = "administrators") -> list[str]:
     return sorted(p["PolicyName"] for p in iam().list_attached_group_policies(GroupName=name)["AttachedPolicies"])
 
 
+def role_policies_now(role: str = "admin-mfa") -> tuple[list[str], list[str]]:
+    client = iam()
+    return (sorted(p["PolicyName"] for p in client.list_attached_role_policies(RoleName=role)["AttachedPolicies"]),
+            sorted(client.list_role_policies(RoleName=role)["PolicyNames"]))
+
+
 def trust() -> dict[str, Any]:
     return dict(iam().get_role(RoleName="admin-mfa")["Role"]["AssumeRolePolicyDocument"])
 
@@ -314,7 +320,7 @@ def test_administrator_access_detached_from_the_role_is_attached_again(guardrail
     inv = run(guardrail, event("DetachRolePolicy", {"roleName": "admin-mfa", "policyArn": ADMIN}), how)
 
     assert account_state() == before
-    assert iam_calls(inv) == ["GetRole", "ListAttachedRolePolicies", "AttachRolePolicy"]
+    assert iam_calls(inv) == ["GetRole", "ListAttachedRolePolicies", "ListRolePolicies", "AttachRolePolicy"]
     subject, _ = one_email(inv)
     assert subject.startswith("[MEDIUM] Undone: AdministratorAccess detached from role admin-mfa")
 
@@ -336,7 +342,7 @@ def test_deleted_role_is_created_again_with_mfa(guardrail: LocalGuardrail, how: 
 
 @pytest.mark.parametrize("name", ["AttachRolePolicy", "PutRolePolicy", "DeleteRolePolicy"])
 def test_role_changes_that_keep_it_compliant_send_nothing(guardrail: LocalGuardrail, name: str, how: str) -> None:
-    """Extra policies on the admin role change nothing about who holds admin."""
+    """Removing a policy from the admin role sends nothing; adding one (it can only narrow the role) is undone."""
     client = iam()
     params: dict[str, Any] = {"roleName": "admin-mfa"}
     if name == "AttachRolePolicy":
@@ -352,8 +358,13 @@ def test_role_changes_that_keep_it_compliant_send_nothing(guardrail: LocalGuardr
 
     inv = run(guardrail, event(name, params), how)
 
-    assert iam_calls(inv) == ["GetRole", "ListAttachedRolePolicies"]
-    assert inv.notifications == [] and account_state() == before
+    if name == "DeleteRolePolicy":
+        assert iam_calls(inv) == ["GetRole", "ListAttachedRolePolicies", "ListRolePolicies"]
+        assert inv.notifications == [] and account_state() == before
+    else:  # the baseline's role holds AdministratorAccess only: the extra policy is removed
+        assert iam_writes(inv) == ["DetachRolePolicy" if name == "AttachRolePolicy" else "DeleteRolePolicy"]
+        assert role_policies_now() == (["AdministratorAccess"], [])
+        assert one_email(inv)[0].startswith("[MEDIUM] Undone:")
 
 
 # --- the assume policy ----------------------------------------------------------------------------
@@ -978,7 +989,9 @@ def test_role_grants_exactly_what_the_code_calls_and_writes_only_on_the_baseline
         assert set(resources) <= baseline_arns, statement
     detaching = Stack(parameters={"DetachOtherAdminGrants": "true"}).role_statements("AdminDriftRole")
     extra = {a for s in detaching for a in _actions(s)} - {a for s in statements for a in _actions(s)}
-    assert extra == {"iam:DetachUserPolicy", "iam:DeleteUserPolicy", "iam:DetachRolePolicy", "iam:DeleteRolePolicy"}
+    # (DetachRolePolicy/DeleteRolePolicy are granted without it too, on the admin role only: it holds
+    # AdministratorAccess and nothing else.)
+    assert extra == {"iam:DetachUserPolicy", "iam:DeleteUserPolicy"}
     denied = [s for s in detaching if s.get("Effect") == "Deny"]
     assert {r for s in denied for r in s["Resource"]} == {f"arn:aws:iam::{ACCOUNT_ID}:role/account-guardrail/*",
                                                           f"arn:aws:iam::{ACCOUNT_ID}:role/aws-service-role/*"}

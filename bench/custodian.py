@@ -169,7 +169,8 @@ class Container:
         applied = apply_recorded_call(self.event, ACCOUNT_ID)
         if applied is None or applied.status != APPLIED:
             return {"ok": False, "error": f"could not re-make the drift: {applied}"}
-        event = {**self.event, "id": str(uuid.uuid4())}
+        event = {**self.event, "id": str(uuid.uuid4()),  # a new record, as for the guardrail
+                 "detail": {**self.event["detail"], "eventID": str(uuid.uuid4())}}
         cwd = os.getcwd()
         os.chdir(self.directory)
         try:

@@ -103,8 +103,13 @@ REFERENCE_FUNCTIONS = ("AdminDriftFunction", "RootActivityFunction", "MfaDriftFu
 
 
 def fresh(event: Mapping[str, Any]) -> dict[str, Any]:
-    """The same event with a new EventBridge id: a new delivery, not a duplicate."""
-    return {**event, "id": str(uuid.uuid4())}
+    """The same change made again: a new EventBridge delivery (new envelope id) of a new CloudTrail
+    record (new `detail.eventID`), so neither duplicate check short-circuits the run."""
+    out = {**event, "id": str(uuid.uuid4())}
+    detail = event.get("detail")
+    if isinstance(detail, Mapping) and "eventID" in detail:
+        out["detail"] = {**detail, "eventID": str(uuid.uuid4())}
+    return out
 
 
 def scheduled_event() -> dict[str, Any]:

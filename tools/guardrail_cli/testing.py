@@ -6,6 +6,7 @@ import contextlib
 import copy
 import hashlib
 import json
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,17 @@ def detail_type_for(record: Mapping[str, Any]) -> str:
     return "AWS API Call via CloudTrail"
 
 
+_REAL_REGION = re.compile(r"^[a-z]{2}(-gov)?-(north|south|east|west|central)+-\d$")
+
+
+def recorded_region(record: Mapping[str, Any]) -> str:
+    """The region EventBridge would deliver the record in: its awsRegion. Published records are
+    often anonymised with invented regions ("megov-westwest-1r"), which no bus exists for: those
+    are taken as recorded in the home region, so the pattern, not the anonymisation, is tested."""
+    region = record.get("awsRegion")
+    return region if isinstance(region, str) and _REAL_REGION.match(region) else REGION
+
+
 def envelope(record: Mapping[str, Any], **overrides: Any) -> dict[str, Any]:
     """Wrap a raw CloudTrail record in the EventBridge envelope EventBridge would give it."""
     source = "aws." + str(record.get("eventSource", "unknown.amazonaws.com")).split(".")[0]
@@ -65,7 +77,7 @@ def envelope(record: Mapping[str, Any], **overrides: Any) -> dict[str, Any]:
         "source": source,
         "account": str(account or ACCOUNT_ID),
         "time": record.get("eventTime", "2026-11-29T00:00:00Z"),
-        "region": record.get("awsRegion", REGION),
+        "region": recorded_region(record),
         "resources": [],
         "detail": copy.deepcopy(dict(record)),
     }

@@ -74,11 +74,31 @@ _OPERATORS: dict[str, Callable[[str, str], bool]] = {
     "ArnLike": matches_arn,
     "Bool": lambda want, have: want.lower() == have.lower(),
 }
+# Negated operators hold when the key is absent (IAM User Guide, "IAM JSON policy elements:
+# Condition operators": a negated operator matches a request without the key).
+_NEGATED: dict[str, Callable[[str, str], bool]] = {
+    "StringNotEquals": lambda want, have: want != have,
+    "StringNotLike": lambda want, have: not _glob(want, False).fullmatch(have),
+    "ArnNotEquals": lambda want, have: not matches_arn(want, have),
+    "ArnNotLike": lambda want, have: not matches_arn(want, have),
+}
 
 
 def _condition_holds(condition: Mapping[str, Any], context: Mapping[str, str]) -> bool:
     for operator, tests in condition.items():
         name = operator[: -len("IfExists")] if operator.endswith("IfExists") else operator
+        if name == "Null":  # "true": the key is absent; "false": it is present
+            for key, wanted in tests.items():
+                present = any(k.lower() == key.lower() for k in context)
+                if not any(str(w).lower() == ("false" if present else "true") for w in _as_list(wanted)):
+                    return False
+            continue
+        if name in _NEGATED:
+            for key, wanted in tests.items():
+                have = next((v for k, v in context.items() if k.lower() == key.lower()), None)
+                if have is not None and not all(_NEGATED[name](str(w), have) for w in _as_list(wanted)):
+                    return False
+            continue
         if name not in _OPERATORS:
             raise NotImplementedError(f"condition operator {operator} is not evaluated here")
         for key, wanted in tests.items():
@@ -125,7 +145,8 @@ NO_RESOURCE = frozenset({
     "iam:ListGroups", "iam:ListRoles", "iam:ListUsers", "iam:ListPolicies", "iam:ListAccountAliases",
     "iam:GenerateCredentialReport", "iam:GetCredentialReport", "iam:GetAccountSummary",
     "iam:GetAccountPasswordPolicy", "iam:ListVirtualMFADevices", "cloudtrail:DescribeTrails",
-    "cloudtrail:ListTrails", "cloudtrail:LookupEvents",
+    "cloudtrail:ListTrails", "cloudtrail:LookupEvents", "iam:GetAccountAuthorizationDetails",
+    "sns:GetSubscriptionAttributes", "sns:SetSubscriptionAttributes",
 })
 # Which request parameter names the resource, for each IAM resource type (first match wins).
 _IAM_NAMED = (("GroupName", "group"), ("RoleName", "role"), ("UserName", "user"))

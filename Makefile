@@ -22,7 +22,7 @@ SINCE = start=$$(date +%s)
 TOOK = echo "make: $(1) ready in $$(( $$(date +%s) - start )) s"
 
 $(BIN)/guardrail: requirements-dev.txt pyproject.toml layers/guardrail_core/pyproject.toml
-	@echo "make: installing $(VENV) (first run only, about 1 to 4 minutes): moto, boto3, Powertools, pytest,"
+	@echo "make: installing $(VENV) (first run only: a few minutes, up to 16 on a busy machine): moto, boto3, Powertools, pytest,"
 	@echo "      mypy, ruff, cfn-lint and SAM's translator from requirements-dev.txt, then the guardrail command"
 	@$(SINCE); { test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); } \
 	  && $(BIN)/pip install $(PIP_FLAGS) -r requirements-dev.txt \
@@ -32,14 +32,14 @@ $(BIN)/guardrail: requirements-dev.txt pyproject.toml layers/guardrail_core/pypr
 
 $(SAM_VENV)/bin/sam: requirements-sam.txt
 	@test -n "$(PYTHON313)" || { echo "python3.13 (the Lambda runtime's version) is needed for sam build"; exit 1; }
-	@echo "make: installing $(SAM_VENV) (first run only, about 1 to 3 minutes): aws-sam-cli, for sam validate and sam build"
+	@echo "make: installing $(SAM_VENV) (first run only: a few minutes): aws-sam-cli, for sam validate and sam build"
 	@$(SINCE); { test -x $(SAM_VENV)/bin/python || $(PYTHON313) -m venv $(SAM_VENV); } \
 	  && $(SAM_VENV)/bin/pip install $(PIP_FLAGS) -r requirements-sam.txt \
 	  && $(call TOOK,$(SAM_VENV))
 	@touch $@
 
 $(CHECKOV_VENV)/bin/checkov: requirements-checkov.txt
-	@echo "make: installing $(CHECKOV_VENV) (first run only, about 1 to 3 minutes): checkov, the template's security scanner"
+	@echo "make: installing $(CHECKOV_VENV) (first run only: a few minutes): checkov, the template's security scanner"
 	@$(SINCE); { test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV); } \
 	  && $(CHECKOV_VENV)/bin/pip install $(PIP_FLAGS) -r requirements-checkov.txt \
 	  && $(call TOOK,$(CHECKOV_VENV))

@@ -16,7 +16,7 @@ function cannot rewrite the others).
 Silencing is CRITICAL: every change to the alert topic (deleted, attributes or data-protection
 policy set), to its subscriptions (a filter policy set, one removed or added), and to its KMS
 key (disabled, scheduled for deletion, key policy replaced). The owner's subscription is also
-repaired by `guardrail_core.subscription` (the setup function and the heartbeat).
+repaired by `guardrail_core.subscription` (the setup function: every deploy and its daily run).
 
 Borrowing a guardrail role is CRITICAL: a Lambda function created or reconfigured with one of
 the guardrail's roles (iam:PassRole is not itself recorded; CreateFunction and
@@ -258,7 +258,7 @@ def _fix(event: CloudTrailEvent, thing: Touched, settings: Settings) -> list[str
                      "The role's only-from-its-function policy denies calls from any other function's code.")
     elif event.event_source == "sns.amazonaws.com" and event.event_name in (
             "Unsubscribe", "SetSubscriptionAttributes", "Subscribe"):
-        steps.append("The guardrail checks your subscription on every deploy and heartbeat: a removed one is "
+        steps.append("The guardrail checks your subscription on every deploy and once a day: a removed one is "
                      "subscribed again (confirm the new email from AWS Notifications), a filter policy is removed. "
                      "Check the topic's subscriptions: aws sns list-subscriptions-by-topic --topic-arn <the topic>; "
                      "remove one you did not add: aws sns unsubscribe --subscription-arn <its ARN>.")

@@ -175,7 +175,7 @@ def test_administrator_access_reattached_to_the_group_is_detached(guardrail: Loc
     assert inv.calls[[c.operation for c in inv.calls].index("ListMFADevices")].params == {"UserName": "phoebe"}
     assert [c.name for c in inv.calls if c.kind == "publish"] == ["sns:Publish"]
     subject, email = one_email(inv)
-    assert subject.startswith("[HIGH] Undone: AdministratorAccess attached to group administrators by user phoebe")
+    assert subject.startswith("[HIGH] Undone: AdministratorAccess attached to group administrators by phoebe")
     assert len(subject) <= 100
     for text in ("arn:aws:iam::123456789012:user/phoebe", "AttachGroupPolicy", "198.51.100.23", "MFA used: yes",
                  "[DONE] Detach AdministratorAccess from group administrators", "When:",
@@ -263,7 +263,7 @@ def test_mfa_condition_removed_from_the_role_trust_is_restored(guardrail: LocalG
     assert account_state() == before
     assert iam_calls(inv) == ["GetRole", "UpdateAssumeRolePolicy"]
     subject, email = one_email(inv)
-    assert subject.startswith("[HIGH] Undone: trust policy of role admin-mfa replaced by role admin-mfa (phoebe)")
+    assert subject.startswith("[HIGH] Undone: trust policy of role admin-mfa replaced by phoebe, using role admin-mfa")
     assert "arn:aws:sts::123456789012:assumed-role/admin-mfa/phoebe" in email
     assert "no longer limits it to this account's principals signed in with MFA" in email
     assert "To undo: aws iam update-assume-role-policy --role-name admin-mfa" in email
@@ -440,7 +440,8 @@ def test_administrator_access_on_a_user_is_reported_not_detached_by_default(
     assert account_state() == before  # DetachOtherAdminGrants defaults to false
     assert iam_calls(inv) == ["ListAttachedUserPolicies"]
     subject, email = one_email(inv)
-    assert subject.startswith("[HIGH] Reported: AdministratorAccess attached to user bob by role admin-mfa (phoebe)")
+    assert subject.startswith("[HIGH] Reported: AdministratorAccess attached to user bob by phoebe, using role "
+                              "admin-mfa")
     assert "[NOT DONE] Detach AdministratorAccess from user bob" in email
     assert "DetachOtherAdminGrants" in email
     assert f"remove it by hand: aws iam detach-user-policy --user-name bob --policy-arn {ADMIN}" in email
@@ -666,7 +667,7 @@ def test_failed_calls_get_a_low_note_and_no_iam_call(guardrail: LocalGuardrail, 
 
     assert iam_calls(inv) == [] and account_state() == before
     subject, email = one_email(inv)
-    assert subject.startswith("[LOW] Failed attempt: AttachGroupPolicy")
+    assert subject.startswith("[LOW] Refused: AttachGroupPolicy")
     assert "AccessDenied" in email and "Nothing changed" in email
 
 
@@ -951,7 +952,8 @@ def test_a_real_attack_record_is_judged_end_to_end(guardrail: LocalGuardrail) ->
 
     subject, email = one_email(inv)
     assert subject.startswith(f"[HIGH] Reported: AdministratorAccess attached to user {user}")
-    assert f"arn:aws:iam::{ACCOUNT_ID}:user/christophe (IAMUser)" in email
+    assert "IAM user christophe made this change" in email  # plain words first
+    assert f"Principal: arn:aws:iam::{ACCOUNT_ID}:user/christophe" in email  # the ARN below, under WHO
 
 
 @pytest.mark.parametrize("params", [

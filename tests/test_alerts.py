@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import string
 from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from guardrail_cli.testing import envelope
 from guardrail_core import alerts
 from guardrail_core.events import parse_event
-from guardrail_core.findings import Action, Finding, Severity, Status
+from guardrail_core.findings import Action, Actor, Finding, Severity, Status
 
 RECORD: dict[str, Any] = {
     "eventVersion": "1.08", "eventTime": "2026-11-29T10:15:00Z", "eventSource": "iam.amazonaws.com",
@@ -44,11 +48,71 @@ def sample_finding() -> Finding:
 def test_subject_has_severity_what_and_account_within_100_characters() -> None:
     finding = sample_finding()
     subject = alerts.render_subject(finding)
-    assert subject == "[HIGH] AdministratorAccess attached to group administrators - 123456789012"
+    assert subject == "[HIGH] AdministratorAccess attached to group administrators by phoebe - 123456789012"
     finding.summary = "x" * 300
     long_subject = alerts.render_subject(finding, "my-very-long-account-alias")
     assert len(long_subject) == 100
-    assert long_subject.startswith("[HIGH] xxx") and long_subject.endswith("... - my-very-long-account-alias")
+    # The middle of what happened gives way; the actor and the account stay whole.
+    assert long_subject.startswith("[HIGH] xxx") and "..." in long_subject
+    assert long_subject.endswith("xxx by phoebe - my-very-long-account-alias")
+
+
+def test_subject_names_the_person_and_the_role_they_used() -> None:
+    finding = sample_finding()
+    finding.actor = Actor.from_event(parse_event(envelope({**RECORD, "userIdentity": ROLE_SESSION})))
+    finding.outcome, finding.summary = "Undone", "trust policy of role admin-mfa replaced"
+    assert alerts.render_subject(finding) == ("[HIGH] Undone: trust policy of role admin-mfa replaced by phoebe, "
+                                              "using role admin-mfa")
+    assert finding.headline.endswith("by phoebe, using role admin-mfa")
+
+
+ROLE_SESSION: dict[str, Any] = {
+    "type": "AssumedRole", "principalId": "AROAEXAMPLE:phoebe", "accountId": "123456789012",
+    "arn": "arn:aws:sts::123456789012:assumed-role/admin-mfa/phoebe",
+    "sessionContext": {"sessionIssuer": {"type": "Role", "arn": "arn:aws:iam::123456789012:role/admin-mfa"},
+                       "attributes": {"mfaAuthenticated": "true"}},
+}
+NAME = st.text(alphabet=string.ascii_letters + string.digits + "+=,.@_-", min_size=1, max_size=64)
+OUTCOMES = st.sampled_from(["", "Undone", "Undo FAILED", "Partly undone", "Held back (lockout guard)",
+                            "Not undone (exempt principal)", "Not undone (kill switch)", "Not undone (notify mode)"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(user=NAME, group=NAME, role=NAME, session=NAME, kind=st.sampled_from(["user", "session"]),
+       outcome=OUTCOMES, severity=st.sampled_from(list(Severity)), alias=st.sampled_from(["", "prod", "x" * 63]),
+       shape=st.sampled_from(["{p} attached to group {g}", "trust policy of role {r} replaced",
+                              "inline policy {p} put on user {u}", "{u} added to group {g} without MFA "
+                              "(enrol by 2026-11-29 08:41 UTC)"]))
+def test_subject_never_cuts_the_actor_and_never_exceeds_the_limit(
+        user: str, group: str, role: str, session: str, kind: str, outcome: str, severity: Severity, alias: str,
+        shape: str) -> None:
+    """64-character user, group, role and session names (IAM's maximum): the subject still fits in 100
+    characters, starts with the severity, and carries the actor's name whole."""
+    if kind == "user":
+        identity = {"type": "IAMUser", "arn": f"arn:aws:iam::123456789012:user/{user}", "userName": user,
+                    "accountId": "123456789012"}
+        name = user
+    else:
+        identity = {**ROLE_SESSION, "arn": f"arn:aws:sts::123456789012:assumed-role/{role}/{session}"}
+        name = session
+    event = parse_event(envelope({**RECORD, "userIdentity": identity}))
+    finding = Finding.for_event(event, id="x", severity=severity, outcome=outcome,
+                                summary=shape.format(p="AdministratorAccess", g=group, r=role, u=user))
+    subject = alerts.render_subject(finding, alias)
+    assert len(subject) <= alerts.SUBJECT_LIMIT
+    assert subject.startswith(f"[{severity.value}] ")
+    assert f" by {name}" in subject and (subject.endswith(name) or f" by {name} - " in subject
+                                         or f" by {name}, using role " in subject)
+    assert all(32 <= ord(c) < 127 for c in subject)
+
+
+def test_short_subjects_are_left_alone_and_names_lose_their_middle_first() -> None:
+    finding = sample_finding()
+    long_group = "g" * 30 + "-middle-" + "h" * 26
+    finding.summary = f"AdministratorAccess attached to group {long_group}"
+    subject = alerts.render_subject(finding)
+    assert len(subject) <= 100 and "AdministratorAccess attached to group " in subject and "by phoebe" in subject
+    assert "..." in subject and long_group not in subject
 
 
 def test_subject_is_one_printable_ascii_line() -> None:

@@ -29,7 +29,7 @@ import pytest
 from guardrail_cli import local
 from guardrail_cli.local import ACCOUNT_ID, Invocation
 from guardrail_cli.testing import EVENTS_DIR, baseline_account, inject_errors, load_event
-from guardrail_core import iam_baseline, mfa, trail_guard
+from guardrail_core import findings, iam_baseline, mfa, trail_guard
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("UPDATE_GOLDEN", "") not in ("", "0")
@@ -59,6 +59,7 @@ class _FrozenDatetime(datetime):
 @pytest.fixture
 def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(mfa, "utc_now", lambda: NOW)
+    monkeypatch.setattr(findings, "clock", lambda: NOW)
     monkeypatch.setattr(iam_baseline, "datetime", _FrozenDatetime)
     monkeypatch.setattr(trail_guard, "datetime", _FrozenDatetime)
     monkeypatch.setattr(local, "report_clock", lambda: REPORT_TIME)
@@ -204,6 +205,12 @@ def _refused(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 ROOT_SIGNIN_FAILED = {"ConsoleLogin": "Failure"}
+# A privileged root session opened from the management account (sts:AssumeRoot), as recorded in
+# the member account (IAM User Guide, "Track privileged tasks in AWS CloudTrail").
+ROOT_SESSION = {"type": "Root", "principalId": ACCOUNT_ID, "arn": f"arn:aws:iam::{ACCOUNT_ID}:root",
+                "accountId": ACCOUNT_ID, "accessKeyId": "ASIAEXAMPLEROOTTASK1",
+                "sessionContext": {"attributes": {"creationDate": "2026-11-28T06:14:40Z", "mfaAuthenticated": "false"},
+                                   "assumedRoot": "true"}}
 PASSWORD_FAILED = "Failed authentication"
 
 CASES: dict[str, Case] = {
@@ -299,6 +306,8 @@ CASES: dict[str, Case] = {
                                  lambda: load_event(EVENTS_DIR / "mfa-sweep-scheduled.json")),
     "mfa-sweep.kill-switch": Case({"MfaMode": "quarantine", "KillSwitch": "on"}, "MfaSweepFunction",
                                   lambda: load_event(EVENTS_DIR / "mfa-sweep-scheduled.json")),
+    "mfa-sweep.admin-group-no-mfa": Case({}, "MfaSweepFunction",
+                                         lambda: load_event(EVENTS_DIR / "mfa-sweep-scheduled.json"), _no_member_mfa),
     "mfa-sweep-failed.notify": Case({}, "MfaSweepFunction",
                                     lambda: load_event(EVENTS_DIR / "mfa-sweep-scheduled.json"),
                                     errors={"GenerateCredentialReport": "AccessDenied"}),
@@ -311,6 +320,17 @@ CASES: dict[str, Case] = {
         "root-console-signin", responseElements=ROOT_SIGNIN_FAILED, errorMessage=PASSWORD_FAILED,
         additionalEventData={"LoginTo": "https://console.aws.amazon.com/console/home", "MobileVersion": "No",
                              "MFAUsed": "No"})),
+    "root-console-signin-failed-mfa.password-right": Case({}, "RootActivityFunction", lambda: event(
+        "root-console-signin", responseElements=ROOT_SIGNIN_FAILED, errorMessage=PASSWORD_FAILED,
+        additionalEventData={"LoginTo": "https://console.aws.amazon.com/console/home", "MobileVersion": "No",
+                             "MFAUsed": "Yes"})),
+    "root-session-call.password-deleted": Case({}, "RootActivityFunction", lambda: with_identity(event(
+        "root-access-key-created", eventName="DeleteLoginProfile", requestParameters=None, responseElements=None,
+        userAgent="aws-cli/2.22.4 md/command#iam.delete-login-profile"), ROOT_SESSION)),
+    "root-session-call.refused": Case({}, "RootActivityFunction", lambda: with_identity(_refused(event(
+        "root-access-key-created", eventName="DeleteAccessKey",
+        requestParameters={"accessKeyId": "AKIAEXAMPLEROOT0001"},
+        responseElements=None)), ROOT_SESSION)),
     "root-access-key-created.notify": Case({}, "RootActivityFunction", lambda: event("root-access-key-created")),
     "root-api-call.notify": Case({}, "RootActivityFunction", lambda: event(
         "root-access-key-created", eventName="PutBucketPolicy", eventSource="s3.amazonaws.com",
@@ -432,3 +452,203 @@ def test_every_golden_file_has_a_case() -> None:
     """A golden file nobody renders any more is stale: delete it (or restore its case)."""
     stale = sorted(p.stem for p in GOLDEN_DIR.glob("*.txt") if p.stem not in CASES)
     assert not stale, f"golden files without a case: {stale}"
+
+
+# --- the same alerts for machines, chat and Security Hub: each validated against its schema -------
+
+SCHEMAS = Path(__file__).parent.parent / "schemas"
+
+
+def schema_errors(value: Any, schema: Mapping[str, Any], root: Mapping[str, Any] | None = None,
+                  path: str = "$") -> list[str]:
+    """The JSON Schema keywords our schemas use (draft 2020-12 subset): $ref to #/$defs, type, const,
+    enum, required, properties, additionalProperties, items, min/maxItems, min/maxLength,
+    maxProperties, pattern. jsonschema is not a dependency; this stays small on purpose."""
+    import re
+
+    root = root or schema
+    if "$ref" in schema:
+        name = str(schema["$ref"]).removeprefix("#/$defs/")
+        return schema_errors(value, root["$defs"][name], root, path)
+    errors: list[str] = []
+    kinds = schema.get("type")
+    if kinds is not None:
+        allowed = kinds if isinstance(kinds, list) else [kinds]
+        checks = {"object": lambda v: isinstance(v, dict), "array": lambda v: isinstance(v, list),
+                  "string": lambda v: isinstance(v, str), "boolean": lambda v: isinstance(v, bool),
+                  "null": lambda v: v is None, "integer": lambda v: isinstance(v, int) and not isinstance(v, bool)}
+        if not any(checks[k](value) for k in allowed):
+            return [f"{path}: {type(value).__name__} is not {kinds}"]
+    if "const" in schema and value != schema["const"]:
+        errors.append(f"{path}: {value!r} is not {schema['const']!r}")
+    if "enum" in schema and value not in schema["enum"]:
+        errors.append(f"{path}: {value!r} not in {schema['enum']}")
+    if isinstance(value, str):
+        if len(value) < schema.get("minLength", 0) or len(value) > schema.get("maxLength", 10**9):
+            errors.append(f"{path}: length {len(value)} outside the schema's bounds")
+        if "pattern" in schema and not re.search(schema["pattern"], value):
+            errors.append(f"{path}: {value[:80]!r} does not match {schema['pattern']}")
+    if isinstance(value, list):
+        if len(value) < schema.get("minItems", 0) or len(value) > schema.get("maxItems", 10**9):
+            errors.append(f"{path}: {len(value)} items outside the schema's bounds")
+        for index, item in enumerate(value):
+            errors += schema_errors(item, schema.get("items", {}), root, f"{path}[{index}]")
+    if isinstance(value, dict):
+        errors += [f"{path}: missing {key}" for key in schema.get("required", []) if key not in value]
+        if len(value) > schema.get("maxProperties", 10**9):
+            errors.append(f"{path}: too many properties")
+        properties = schema.get("properties", {})
+        extra = schema.get("additionalProperties", True)
+        for key, item in value.items():
+            if key in properties:
+                errors += schema_errors(item, properties[key], root, f"{path}.{key}")
+            elif extra is False:
+                errors.append(f"{path}: unexpected property {key}")
+            elif isinstance(extra, dict):
+                errors += schema_errors(item, extra, root, f"{path}.{key}")
+    return errors
+
+
+def load_schema(name: str) -> dict[str, Any]:
+    return dict(json.loads((SCHEMAS / name).read_text()))
+
+
+def test_the_validator_rejects_what_the_schemas_forbid() -> None:
+    chat = load_schema("chat-notification.schema.json")
+    good = {"version": "1.0", "source": "custom", "content": {"textType": "client-markdown", "description": "x"}}
+    assert schema_errors(good, chat) == []
+    assert schema_errors({**good, "source": "aws"}, chat)
+    assert schema_errors({**good, "content": {"title": "no description"}}, chat)
+    assert schema_errors({**good, "extra": 1}, chat)
+    assert schema_errors({**good, "metadata": {"additionalContext": {"n": 1}}}, chat)
+    assert schema_errors({**good, "content": {"description": "x", "nextSteps": ["a"] * 6}}, chat)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_every_body_of_every_golden_alert_validates(name: str,
+                                                   messages_of: Callable[[str], list[dict[str, Any]]]) -> None:
+    """default: the machine JSON; https: the chat card; and the ASFF record Security Hub would get."""
+    from guardrail_core import security_hub
+    from guardrail_core.config import Settings
+
+    machine, chat, asff_schema = (load_schema(n) for n in (
+        "finding.schema.json", "chat-notification.schema.json", "asff-finding.schema.json"))
+    for message in messages_of(name):
+        body = json.loads(message["Message"])
+        assert set(body) == {"default", "email", "https"}
+        default = json.loads(body["default"])
+        assert schema_errors(default, machine) == [], name
+        card = json.loads(body["https"])
+        assert schema_errors(card, chat) == [], name
+        assert card["metadata"]["summary"] == message["Subject"]
+        finding = finding_from_json(default["guardrail_finding"])
+        record = security_hub.asff(finding, Settings(account_id=ACCOUNT_ID, region="us-east-1"))
+        assert schema_errors(record, asff_schema) == [], name
+        assert record["UpdatedAt"] >= record["CreatedAt"]
+
+
+def finding_from_json(data: Mapping[str, Any]) -> findings.Finding:
+    """The Finding back from its machine JSON (what a consumer of the topic can rebuild)."""
+    from guardrail_core.findings import Action, Actor, Finding, Severity, Status
+
+    fields = dict(data)
+    fields["severity"] = Severity(fields["severity"])
+    fields["actions"] = [Action(**{**a, "status": Status(a["status"])}) for a in fields.get("actions", [])]
+    fields["actor"] = Actor(**fields["actor"]) if fields.get("actor") else None
+    return Finding(**fields)
+
+
+def test_security_hub_gets_each_finding_once_and_redelivery_updates_it(frozen_clock: None) -> None:
+    """SecurityHubFindings=true: the finding lands in Security Hub (ASFF, the account's own product);
+    the same event delivered again updates that record instead of adding another."""
+    with baseline_account({**REMEDIATE, "SecurityHubFindings": "true"}) as local:
+        _attach_admin(iam_client())
+        raw = event("admin-policy-attached-to-group")
+        first = local.invoke("AdminDriftFunction", raw)
+        again = local.invoke("AdminDriftFunction", copy.deepcopy(raw))
+        hub = boto3.client("securityhub", region_name="us-east-1").get_findings()["Findings"]
+    assert first.error is None and again.error is None
+    assert [c.name for c in first.calls if c.service == "securityhub"] == ["securityhub:BatchImportFindings"]
+    assert len(hub) == 1
+    (record,) = hub
+    assert record["ProductArn"] == f"arn:aws:securityhub:us-east-1:{ACCOUNT_ID}:product/{ACCOUNT_ID}/default"
+    assert record["Severity"]["Label"] == "HIGH" and record["AwsAccountId"] == ACCOUNT_ID
+    assert record["Title"].startswith("Undone: AdministratorAccess attached to group administrators by phoebe")
+    assert record["Id"].endswith("/admin-group-rights-granted/47b1f82b-79f8-71d2-d6c5-766a289d62bb")
+    assert {r["Type"] for r in record["Resources"]} == {"AwsAccount", "AwsIamGroup"}
+    assert "Remediation" in record and record["Remediation"]["Recommendation"]["Text"]
+
+
+def test_security_hub_is_off_by_default(frozen_clock: None) -> None:
+    with baseline_account(REMEDIATE) as local:
+        _attach_admin(iam_client())
+        inv = local.invoke("AdminDriftFunction", event("admin-policy-attached-to-group"))
+    assert inv.error is None and not [c for c in inv.calls if c.service == "securityhub"]
+
+
+# --- what every email must get right, checked across all golden cases ------------------------------
+
+
+def emails_of(messages: list[dict[str, Any]]) -> list[str]:
+    return [json.loads(m["Message"])["email"] for m in messages]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_every_email_reads_right(name: str, messages_of: Callable[[str], list[dict[str, Any]]]) -> None:
+    for message, email in zip(messages_of(name), emails_of(messages_of(name)), strict=True):
+        flat = " ".join(email.split())
+        # Times always present; 80 columns except links and commands that cannot be broken.
+        assert "Time (UTC): unknown" not in email and "Time (UTC): 20" in email, name
+        assert all(len(line) <= 80 or " " not in line.strip() for line in email.splitlines()), name
+        # Advice true to the mode: never "switch to notify" to someone who is in notify mode or killed it.
+        if "(mode: notify" in email or "kill switch on" in email or "(mode: setup" in email:
+            assert "set AdminDriftMode=notify" not in flat, name
+        # An undo that recreates the drift says first what to change, so the guardrail does not revert it.
+        if "To undo:" in email and message["Subject"].startswith(("[HIGH] Undone", "[MEDIUM] Undone",
+                                                                  "[HIGH] Partly", "[HIGH] Undo FAILED")):
+            assert "Before running a 'To undo' command below" in flat and "ExemptPrincipalArns" in flat, name
+        # Plain words first: the first paragraph names nobody by ARN.
+        first = email.split("WHAT HAPPENED\n", 1)[1].split("\n\n", 1)[0]
+        assert "arn:aws:sts::" not in first and ":user/" not in first, name
+        assert len(message["Subject"]) <= 100, name
+
+
+def test_root_signin_that_failed_at_the_mfa_step_is_high_because_the_password_was_right(
+        messages_of: Callable[[str], list[dict[str, Any]]]) -> None:
+    (message,) = messages_of("root-console-signin-failed-mfa.password-right")
+    flat = " ".join(json.loads(message["Message"])["email"].split())
+    assert message["Subject"] == "[HIGH] Root sign-in failed at the MFA step: the password was right - 123456789012"
+    assert "whoever this was knows the root password" in flat and "change the root password now" in flat
+    (wrong_password,) = messages_of("root-console-signin-failed.wrong-password")
+    assert wrong_password["Subject"].startswith("[MEDIUM] Failed root console sign-in")
+
+
+def test_assume_root_session_is_named_with_the_way_to_its_principal(
+        messages_of: Callable[[str], list[dict[str, Any]]]) -> None:
+    (message,) = messages_of("root-session-call.password-deleted")
+    flat = " ".join(json.loads(message["Message"])["email"].split())
+    assert message["Subject"].startswith("[HIGH] Root password deleted by a root session from the management "
+                                         "account (AssumeRoot)")
+    assert "sts:AssumeRoot" in flat and "ASIAEXAMPLEROOTTASK1" in flat and "Event name = AssumeRoot" in flat
+    assert "change the root password now" not in flat and "Allow password recovery" in flat
+    (refused,) = messages_of("root-session-call.refused")
+    assert refused["Subject"].startswith("[MEDIUM] Refused: DeleteAccessKey by a root session")
+
+
+def test_last_mfa_admin_gone_is_its_own_high_finding_from_the_detector_and_the_sweep(
+        messages_of: Callable[[str], list[dict[str, Any]]]) -> None:
+    for name in ("mfa-removed.notify", "mfa-sweep.admin-group-no-mfa"):
+        subjects = [m["Subject"] for m in messages_of(name)]
+        assert any(s.startswith("[HIGH] Nobody in group administrators has MFA: no one can reach admin")
+                   for s in subjects), (name, subjects)
+    # phoebe keeps her device: no such finding.
+    assert not any("Nobody" in m["Subject"] for m in messages_of("mfa-sweep.notify"))
+
+
+def test_dates_come_from_the_data(messages_of: Callable[[str], list[dict[str, Any]]]) -> None:
+    (digest,) = messages_of("mfa-sweep.notify")
+    flat = " ".join(json.loads(digest["Message"])["email"].split())
+    assert "credential report (generated 2026-11-28 09:30 UTC" in flat  # the report's own GeneratedTime
+    assert "2015" not in flat
+    (setup,) = messages_of("baseline-setup.first-deploy")
+    assert "Time (UTC): 2026-11-28T12:00:00Z" in json.loads(setup["Message"])["email"]  # the run's time

@@ -254,12 +254,27 @@ def test_mfa_used_is_compared_case_insensitively() -> None:
 
 def test_deactivation_leaving_no_device_is_a_high_finding(guardrail: LocalGuardrail) -> None:
     inv = guardrail.invoke(FUNCTION, deactivate_phoebe())
-    assert [(f["id"], f["severity"]) for f in inv.findings] == [("mfa-removed", "HIGH")]
-    assert aws_calls(inv) == ["iam:ListMFADevices", "iam:GetLoginProfile", "sns:Publish"]
+    # phoebe was the only member of the admin group with MFA: nobody can reach admin now (its own finding).
+    assert [(f["id"], f["severity"]) for f in inv.findings] == [("mfa-removed", "HIGH"), ("admin-group-no-mfa", "HIGH")]
+    assert aws_calls(inv) == ["iam:ListMFADevices", "iam:GetLoginProfile", "iam:GetGroup", "sns:Publish",
+                              "sns:Publish"]
     assert writes(inv) == []  # notify mode (the template's default)
     text = " ".join(inv.notifications[0]["message"].split())
     assert "phoebe now has no MFA device" in text and "console password" in text
     assert "aws iam enable-mfa-device --user-name phoebe" in text
+    nobody = inv.notifications[1]
+    assert nobody["subject"].startswith("[HIGH] Nobody in group administrators has MFA: no one can reach admin")
+    assert "Sign in as the root user" in " ".join(nobody["message"].split())
+
+
+def test_losing_mfa_while_another_admin_keeps_it_is_no_lockout(guardrail: LocalGuardrail) -> None:
+    from guardrail_cli.seed import add_user
+
+    add_user(iam(), "quentin", mfa=True, group="administrators")
+    inv = guardrail.invoke(FUNCTION, deactivate_phoebe())
+    assert [f["id"] for f in inv.findings] == ["mfa-removed"]
+    assert aws_calls(inv) == ["iam:ListMFADevices", "iam:GetLoginProfile", "iam:GetGroup", "iam:ListMFADevices",
+                              "sns:Publish"]
 
 
 def test_deactivation_with_a_second_device_left_is_not_a_finding(guardrail: LocalGuardrail) -> None:
@@ -276,13 +291,16 @@ def test_severity_depends_on_console_password_and_admin_group(guardrail: LocalGu
             iam().add_user_to_group(GroupName=group, UserName=user)
         inv = guardrail.invoke(FUNCTION, iam_event("DeactivateMFADevice", {"userName": user, "serialNumber": "x"}))
         assert [f["severity"] for f in inv.findings] == [severity], user
-        assert aws_calls(inv) == ["iam:ListMFADevices", "iam:GetLoginProfile", "iam:ListGroupsForUser", "sns:Publish"]
+        # GetGroup: does another member still have MFA (phoebe does: one ListMFADevices) - members only.
+        admin_check = ["iam:GetGroup", "iam:ListMFADevices"] if group else ["iam:GetGroup"]
+        assert aws_calls(inv) == ["iam:ListMFADevices", "iam:GetLoginProfile", "iam:ListGroupsForUser",
+                                  *admin_check, "sns:Publish"]
 
 
 def test_caller_is_the_user_when_username_is_omitted(guardrail: LocalGuardrail) -> None:
     iam().deactivate_mfa_device(UserName="phoebe", SerialNumber=PHOEBE_MFA)
     inv = guardrail.invoke(FUNCTION, iam_event("DeactivateMFADevice", {"serialNumber": PHOEBE_MFA}, actor="phoebe"))
-    assert [f["id"] for f in inv.findings] == ["mfa-removed"]
+    assert [f["id"] for f in inv.findings] == ["mfa-removed", "admin-group-no-mfa"]
     assert inv.calls[1].params == {"UserName": "phoebe"}
 
 
@@ -312,7 +330,7 @@ def test_new_console_password_starts_the_grace_period(guardrail: LocalGuardrail)
     iam().create_user(UserName="stratus-red-team-login-profile-user")
     inv = guardrail.invoke(FUNCTION, envelope(retarget(record)))
     assert [(f["id"], f["severity"]) for f in inv.findings] == [("mfa-grace-started", "LOW")]
-    assert inv.findings[0]["summary"].endswith("enrol by 2024-08-02 13:42 UTC")  # eventTime + 24 h
+    assert inv.findings[0]["summary"].endswith("(enrol by 2024-08-02 13:42 UTC)")  # eventTime + 24 h
     # The takeover check: a password created without MFA, for a user outside the admin group.
     assert aws_calls(inv) == ["iam:ListGroupsForUser", "iam:ListMFADevices", "sns:Publish"] and writes(inv) == []
 
@@ -343,7 +361,8 @@ def test_no_grace_period_means_quarantine_at_once() -> None:
 
 def test_quarantine_attached_then_lifted_when_mfa_is_enabled(quarantine: LocalGuardrail) -> None:
     inv = quarantine.invoke(FUNCTION, deactivate_phoebe())
-    assert aws_calls(inv) == ["iam:ListMFADevices", "iam:GetLoginProfile", "iam:AttachUserPolicy", "sns:Publish"]
+    assert aws_calls(inv) == ["iam:ListMFADevices", "iam:GetLoginProfile", "iam:AttachUserPolicy", "iam:GetGroup",
+                              "sns:Publish", "sns:Publish"]
     assert attached("phoebe") == [QUARANTINE_ARN]
     text = " ".join(inv.notifications[0]["message"].split())
     assert "[DONE] Quarantine: attach account-guardrail-mfa-required to phoebe" in text
@@ -381,7 +400,7 @@ def test_quarantine_only_the_quarantine_policy_and_only_once(quarantine: LocalGu
     event = deactivate_phoebe()
     first = quarantine.invoke(FUNCTION, event)
     again = quarantine.invoke(FUNCTION, copy.deepcopy(event))  # EventBridge delivers at least once
-    assert len(first.notifications) == 1 and again.notifications == []
+    assert len(first.notifications) == 2 and again.notifications == []  # mfa-removed, admin-group-no-mfa
     assert [c.params for c in first.calls if c.name == "iam:AttachUserPolicy"] == [
         {"UserName": "phoebe", "PolicyArn": QUARANTINE_ARN}]
     assert [c.name for c in again.calls if c.service == "iam"] == []
@@ -404,7 +423,7 @@ def test_exempt_users_and_exempt_actors_are_never_quarantined() -> None:
     exempt_user = f"arn:aws:iam::{ACCOUNT_ID}:user/PHOEBE"  # IAM names are case-insensitive
     with baseline_account({"MfaMode": "quarantine", "ExemptPrincipalArns": exempt_user}) as local:
         inv = local.invoke(FUNCTION, deactivate_phoebe())
-        assert [f["id"] for f in inv.findings] == ["mfa-removed"]
+        assert [f["id"] for f in inv.findings] == ["mfa-removed", "admin-group-no-mfa"]
         assert writes(inv) == [] and attached("phoebe") == []
         assert inv.actions[0]["status"] == "skipped" and "exempt" in inv.actions[0]["detail"]
     exempt_actor = f"arn:aws:iam::{ACCOUNT_ID}:user/bob"
@@ -412,7 +431,7 @@ def test_exempt_users_and_exempt_actors_are_never_quarantined() -> None:
         iam().deactivate_mfa_device(UserName="phoebe", SerialNumber=PHOEBE_MFA)
         event = iam_event("DeactivateMFADevice", {"userName": "phoebe", "serialNumber": PHOEBE_MFA}, actor="bob")
         inv = local.invoke(FUNCTION, event)
-        assert [f["id"] for f in inv.findings] == ["mfa-removed"] and writes(inv) == []
+        assert [f["id"] for f in inv.findings] == ["mfa-removed", "admin-group-no-mfa"] and writes(inv) == []
 
 
 def test_kill_switch_keeps_quarantine_mode_from_writing() -> None:

@@ -178,6 +178,17 @@ class StaleReportIam:
         self.calls.append(f"ListMFADevices:{UserName}")
         return {"MFADevices": [{"SerialNumber": "arn:aws:iam::111122223333:mfa/bob"}]}
 
+    def get_paginator(self, operation: str) -> Any:  # get_group: the admin group, without members here
+        calls = self.calls
+
+        class Pages:
+            def paginate(self, **kwargs: Any) -> list[dict[str, Any]]:
+                calls.append(f"GetGroup:{kwargs['GroupName']}")
+                return [{"Users": []}]
+
+        assert operation == "get_group"
+        return Pages()
+
 
 def test_flagged_users_are_confirmed_because_the_report_can_be_stale() -> None:
     stub = StaleReportIam()
@@ -237,13 +248,18 @@ def test_digest_lists_offenders_past_grace_only(account: LocalGuardrail, no_wait
     # A handful of calls, then one per flagged user (bob), the admin-grant inventory, then one email.
     assert aws_calls(inv) == ["iam:GenerateCredentialReport", "iam:GenerateCredentialReport",
                               "iam:GetCredentialReport", "iam:GetAccountSummary", "iam:ListMFADevices",
-                              "iam:GetAccountAuthorizationDetails", "sns:Publish"]
+                              "iam:GetAccountAuthorizationDetails", "iam:GetGroup", "sns:Publish"]
     assert [c.params for c in inv.calls if c.name == "iam:ListMFADevices"] == [{"UserName": "bob"}]
     assert no_waiting == [1.0]  # the first report took one poll to complete
     (mail,) = inv.notifications
     assert mail["subject"] == "[MEDIUM] MFA sweep: 1 console user without MFA - 123456789012"
     body = mail["message"]
-    found = body.split("FOUND (")[1].split("\n\n")[0].splitlines()[1:]
+    found: list[str] = []  # one item per "  - " line, its wrapped continuation lines joined back
+    for line in body.split("FOUND (")[1].split("\n\n")[0].splitlines()[1:]:
+        if line.startswith("  - "):
+            found.append(line)
+        else:
+            found[-1] += " " + line.strip()
     assert len(found) == 2
     assert found[0].startswith("  - bob: user since ") and "no MFA device" in found[0]
     assert "last console sign-in never" in found[0]
@@ -292,9 +308,10 @@ def test_calls_grow_with_flagged_users_not_with_users(users: int, flagged: int) 
     calls = aws_calls(inv)
     confirmations = [c.params["UserName"] for c in inv.calls if c.name == "iam:ListMFADevices"]
     assert sorted(confirmations) == offenders
-    # 2 x Generate (moto: STARTED, COMPLETE), Get, Summary, the inventory, Publish. (The inventory's
-    # GetAccountAuthorizationDetails is one page here; AWS pages it by 100 principals.)
-    assert len(calls) == 6 + flagged
+    # 2 x Generate (moto: STARTED, COMPLETE), Get, Summary, the inventory, GetGroup (the admin group's
+    # MFA), Publish. (The inventory's GetAccountAuthorizationDetails is one page here; AWS pages it by
+    # 100 principals.)
+    assert len(calls) == 7 + flagged
     assert inv.result["sweep"]["offenders"] == offenders
     assert seconds < 20, f"{users} users took {seconds:.1f} s"
 

@@ -220,7 +220,7 @@ def test_only_the_alert_that_failed_is_sent_again() -> None:
             with record_calls() as calls:
                 result = handler(event, local.context("AdminDriftFunction"))
             subjects = [c.params["Subject"] for c in calls.of("sns:Publish")]
-            assert subjects == ["[HIGH] Finding 1 - 123456789012"]
+            assert subjects == ["[HIGH] Finding 1 by bob - 123456789012"]
             assert len(result["published"]) == 2 and result["duplicate"] is True
             runtime.settings.cache_clear()
 

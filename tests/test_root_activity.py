@@ -49,7 +49,7 @@ ROOT_SIGNINS = {
     "raw/panther-analysis/ConsoleLogin-22.json": "MEDIUM",  # Failure
     "raw/panther-analysis/ConsoleLogin-29.json": "CRITICAL",  # Success, No
     "raw/panther-analysis/ConsoleLogin-35.json": "HIGH",  # Success, Yes
-    "raw/panther-analysis/ConsoleLogin-37.json": "MEDIUM",  # Failure (MFA Yes)
+    "raw/panther-analysis/ConsoleLogin-37.json": "HIGH",  # Failure at the MFA step (MFA Yes): password right
 }
 # Root activity besides ConsoleLogin that the rules must route here: root's password changed
 # (sign-in events), and root's own API calls (console calls carry invokedBy signin.amazonaws.com).
@@ -323,7 +323,7 @@ def parsed(record: dict[str, Any]) -> Any:
 
 def test_signin_severity_table() -> None:
     cases = {(True, "yes", 0): Severity.HIGH, (True, "no", 0): Severity.CRITICAL, (True, "", 0): Severity.CRITICAL,
-             (False, "yes", 0): Severity.MEDIUM, (False, "no", 2): Severity.MEDIUM, (False, "no", 3): Severity.HIGH}
+             (False, "yes", 0): Severity.HIGH, (False, "no", 2): Severity.MEDIUM, (False, "no", 3): Severity.HIGH}
     for (ok, mfa, failures), severity in cases.items():
         facts = root_activity.SignIn(succeeded=ok, mfa=mfa, endpoint_region="us-east-1")
         assert signin_severity(facts, failures) is severity

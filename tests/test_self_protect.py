@@ -192,9 +192,9 @@ def test_disabled_rule_alerts(guardrail: LocalGuardrail) -> None:
     assert inv.error is None and aws_calls(inv) == ["sns:Publish"]
     assert found(inv) == [("guardrail-tampered", "CRITICAL")]
     (note,) = inv.notifications
-    assert note["subject"] == "[CRITICAL] Guardrail tampered: DisableRule on rule admin-drift - 123456789012"
+    assert note["subject"] == "[CRITICAL] Guardrail tampered: DisableRule on rule admin-drift by phoebe - 123456789012"
     text = " ".join(note["message"].split())
-    for expected in ("user/phoebe called DisableRule on the guardrail's rule account-guardrail-admin-drift",
+    for expected in ("IAM user phoebe called DisableRule on the guardrail's rule account-guardrail-admin-drift",
                      "outside CloudFormation", "aws events enable-rule --name account-guardrail-admin-drift",
                      "detect-stack-drift --stack-name account-guardrail", "198.51.100.23"):
         assert expected in text, expected

@@ -133,7 +133,7 @@ def test_stopped_trail_is_started_again_in_remediate_mode(guardrail: LocalGuardr
     assert "It was the last trail logging the account's management events" in email(inv)
     assert [(a["name"], a["status"]) for a in inv.actions] == [(f"Start logging on trail {TRAIL}", "succeeded")]
     text = email(inv)
-    assert "user/phoebe stopped logging on trail management-events (us-east-1)" in text
+    assert "IAM user phoebe stopped logging on trail management-events (us-east-1)" in text
     assert "[DONE] Start logging" in text and "To undo: aws cloudtrail stop-logging" in text
 
 

@@ -33,7 +33,7 @@ from guardrail_core.aws import client, is_not_found
 from guardrail_core.baseline import Change, Observed, load_document
 from guardrail_core.config import Settings
 from guardrail_core.events import CloudTrailEvent, Identity
-from guardrail_core.findings import Action, Finding, Severity, Status
+from guardrail_core.findings import Action, Actor, Finding, Severity, Status
 from guardrail_core.iam_baseline import GROUP_INLINE, GROUP_MANAGED, POLICY, ROLE, ROLE_POLICIES
 from guardrail_core.runtime import logger
 from guardrail_core.triage import Triage, Verdict
@@ -92,13 +92,24 @@ FINDING_IDS = {
     "create_policy_version": "assume-policy-rewritten",
     "update_role": "admin-role-session-length",
 }
-PERMANENT_STEP = (
-    "To make a change like this permanent on purpose instead of fighting the guardrail: change the "
-    "baseline itself through the stack parameters (AdminGroupName, AdminRoleName, AssumeRolePolicyName, "
-    "AdminSessionSeconds) and run sam deploy; or add the principal that makes such changes to "
-    "ExemptPrincipalArns (its changes are reported, never undone); or set AdminDriftMode=notify "
-    "(every change is reported, none undone)."
-)
+
+
+def permanent_step(settings: Settings) -> str:
+    """How to make such a change on purpose without the guardrail undoing it (true to the mode)."""
+    step = ("To make a change like this on purpose instead of fighting the guardrail: change the baseline "
+            "itself through the stack parameters (AdminGroupName, AdminRoleName, AssumeRolePolicyName, "
+            "AdminSessionSeconds) and run sam deploy; or add the principal that makes such changes to "
+            "ExemptPrincipalArns (its changes are reported, never undone)")
+    if settings.remediation_enabled:
+        step += "; or set AdminDriftMode=notify (every change is reported, none undone)"
+    return step + "."
+
+
+def undo_warning(settings: Settings) -> str:
+    """Said before any undo command: run as is, the guardrail would undo the undo."""
+    return ("each command puts the drift back, and the guardrail undoes it again within a minute. First add "
+            "the principal that will run it to ExemptPrincipalArns, or set AdminDriftMode=notify, and run sam "
+            "deploy; then run it. Most of these re-open admin rights without MFA.")
 
 
 class Kind(StrEnum):
@@ -422,10 +433,10 @@ def baseline_finding(
     finding_id = FINDING_IDS.get(ranked_changes[0].call, "admin-path-broken")
     if severity is Severity.MEDIUM and ranked_changes[0].call in HIGH_CALLS:
         finding_id = "admin-group-extra-policy"
-    actor, ident = short_actor(event.identity), event.identity
+    who = Actor.from_event(event)
     done = what_was_done(event, touch)
     where = f" from {event.source_ip}" if event.source_ip else ""
-    what = [f"{ident.display} ({ident.type or 'unknown identity'}) made this change: {done} "
+    what = [f"{who.sentence} made this change: {done} "
             f"({event.event_name}, {event.event_time or 'time unknown'}{where})."]
     what.append(f"The guardrail re-read the {touch.kind.value} from the account: "
                 + " ".join(drift_line(c, observed, settings, removed.get(i)) for i, c in enumerate(changes)))
@@ -434,14 +445,14 @@ def baseline_finding(
     if verdict.verdict is Verdict.NOTIFY_ONLY:
         what.append("Made by root, the account's recovery path: the change is reported, never undone."
                     if event.identity.is_root else
-                    f"{actor} is an exempt (break-glass) principal: the change is reported, never undone.")
+                    f"{who.name} is an exempt (break-glass) principal: the change is reported, never undone.")
     steps = _baseline_steps(event, settings, changes, actions)
     links = [cloudtrail_link(event.aws_region or event.region, event.event_id)] if event.event_id else []
     links.append(_console_link(touch, settings))
     return Finding.for_event(
-        event, id=finding_id, severity=severity,
-        summary=f"{outcome(actions)}: {done} by {actor}",
+        event, id=finding_id, severity=severity, outcome=outcome(actions), summary=done,
         what_happened=" ".join(what), actions=actions, next_steps=steps, links=links,
+        undo_warning=undo_warning(settings),
         mode=(f"{settings.mode}; {'root' if event.identity.is_root else 'exempt principal'}: report only"
               if verdict.verdict is Verdict.NOTIFY_ONLY else ""),
     )
@@ -467,8 +478,16 @@ def _baseline_steps(event: CloudTrailEvent, settings: Settings, changes: list[Ch
     if any(c.call == "update_role" for c in changes):
         steps.append("To allow longer (or shorter) admin sessions on purpose, set the stack parameter "
                      "AdminSessionSeconds (900 to 43200) and run sam deploy.")
-    steps.append(PERMANENT_STEP)
+    steps.append(permanent_step(settings))
     return steps
+
+
+def compromised(event: CloudTrailEvent) -> str:
+    """Whose credentials to treat as stolen, in words: 'IAM user phoebe', 'phoebe's session of role x'."""
+    who = Actor.from_event(event)
+    if who.via.startswith("role "):
+        return f"{who.name}'s session of {who.via} (and whoever could start it)"
+    return who.words
 
 
 def _console_link(touch: Touch, settings: Settings) -> str:
@@ -548,7 +567,7 @@ def compromise_step(event: CloudTrailEvent, settings: Settings) -> str:
         return (f"This was done in an MFA-authenticated session of role {settings.admin_role} (session name "
                 f"{session}): most likely an administrator's mistake or a deliberate change. If nobody expected it, "
                 "ask that administrator, and review the session's other activity in CloudTrail.")
-    return (f"If you did not make or expect this change, treat {ident.display} as compromised: review its "
+    return (f"If you did not make or expect this change, treat {compromised(event)} as compromised: review its "
             "other recent activity in CloudTrail and rotate its credentials.")
 
 
@@ -605,7 +624,7 @@ def finish_held_back(event: CloudTrailEvent, settings: Settings, verdict: Triage
                                           if a.status is not Status.SUCCEEDED])))
     return [Finding.for_event(
         event, id="admin-group-held-back-finished", severity=Severity.MEDIUM,
-        summary=f"{outcome(actions)}: admin rights kept on group {group} until a member had MFA (user {user})",
+        outcome=outcome(actions), summary=f"admin rights held back on group {group} ({user} now has MFA)", who="",
         what_happened=what, actions=actions, next_steps=steps,
         links=[iam_console_link("groups", group)],
     )]

@@ -32,7 +32,7 @@ from guardrail_core.admin_drift import (
     may_write,
     outcome,
     policy_name,
-    short_actor,
+    undo_warning,
     what_was_done,
 )
 from guardrail_core.alerts import cloudtrail_link, iam_console_link
@@ -40,7 +40,7 @@ from guardrail_core.aws import client, is_not_found
 from guardrail_core.baseline import Change, load_document, trust_requires_mfa
 from guardrail_core.config import Settings
 from guardrail_core.events import CloudTrailEvent
-from guardrail_core.findings import Action, Finding, Severity, Status
+from guardrail_core.findings import Action, Actor, Finding, Severity, Status
 from guardrail_core.iam_baseline import GROUP_MANAGED
 from guardrail_core.runtime import logger
 from guardrail_core.triage import Triage, Verdict
@@ -183,12 +183,12 @@ def grant_finding(event: CloudTrailEvent, settings: Settings, verdict: Triage, h
                   grants: list[Grant], actions: list[Action], extra: list[Action] | None = None,
                   also_held_by: list[str] | None = None) -> Finding:
     """`actions` pair with `grants`; `extra`: the admin group's baseline actions, when it holds the policy too."""
-    actor, ident = short_actor(event.identity), event.identity
+    who = Actor.from_event(event)
     where = f" from {event.source_ip}" if event.source_ip else ""
     held = [g.holder for g in grants] + (also_held_by or [])
     admin = any(g.verdict.kind == policy.ADMIN for g in grants) or not grants
     rights = "admin rights" if admin else "a way to take admin rights (privilege escalation)"
-    what = (f"{ident.display} ({ident.type or 'unknown identity'}) made this change: {headline} "
+    what = (f"{who.sentence} made this change: {headline} "
             f"({event.event_name}, {event.event_time or 'time unknown'}{where}). {because} "
             f"So {', '.join(held)} hold{'s' if len(held) == 1 else ''} {rights} without the MFA-protected role "
             f"{settings.admin_role}: the baseline allows admin rights only through that role, with MFA.")
@@ -197,7 +197,7 @@ def grant_finding(event: CloudTrailEvent, settings: Settings, verdict: Triage, h
         what += (" The granting statement has a condition, which may narrow when it applies: "
                  + "; ".join(conditions) + ".")
     if verdict.verdict is Verdict.NOTIFY_ONLY:
-        what += f" {actor} is an exempt (break-glass) principal: the change is reported, never undone."
+        what += f" {who.name} is an exempt (break-glass) principal: the change is reported, never undone."
     removals = [g.removal(settings) for g in grants]
     not_done = [c for c, a in zip(removals, actions, strict=True) if a.status is not Status.SUCCEEDED]
     steps = []
@@ -211,17 +211,19 @@ def grant_finding(event: CloudTrailEvent, settings: Settings, verdict: Triage, h
     steps.append(f"If someone needs admin rights, add them to group {settings.admin_group}, enrol an MFA device "
                  f"for them, and have them switch to role {settings.admin_role}.")
     steps.append(compromise_step(event, settings))
-    steps.append("To keep such a grant on purpose: list the principal in ExemptPrincipalArns (break-glass "
-                 "principals keep their admin rights and are never acted on); DetachOtherAdminGrants=false reports "
-                 "grants without removing them.")
+    keep = ("To keep such a grant on purpose: list the principal in ExemptPrincipalArns (break-glass "
+            "principals keep their admin rights and are never acted on)")
+    if settings.detach_other_admin and settings.remediation_enabled:
+        keep += "; or set DetachOtherAdminGrants=false (grants are then reported, never removed)"
+    steps.append(keep + ".")
     links = [cloudtrail_link(event.aws_region or event.region, event.event_id)] if event.event_id else []
     links += [iam_console_link(f"{g.kind.value}s", g.name) for g in grants]
     all_actions = actions + (extra or [])
     severity = Severity.HIGH if admin or any(g.verdict.direct for g in grants) else Severity.MEDIUM
     return Finding.for_event(
         event, id="admin-granted-outside-role" if admin else "escalation-granted-outside-role", severity=severity,
-        summary=f"{outcome(all_actions)}: {headline} by {actor}",
-        what_happened=what, actions=all_actions, next_steps=steps, links=links,
+        outcome=outcome(all_actions), summary=headline,
+        what_happened=what, actions=all_actions, next_steps=steps, links=links, undo_warning=undo_warning(settings),
         mode=f"{settings.mode}; exempt principal: report only" if verdict.verdict is Verdict.NOTIFY_ONLY else "",
     )
 

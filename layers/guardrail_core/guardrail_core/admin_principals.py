@@ -33,7 +33,6 @@ from guardrail_core.admin_drift import (
     compromise_step,
     converge_touched,
     finish_held_back,
-    short_actor,
     what_was_done,
 )
 from guardrail_core.admin_grants import (
@@ -49,7 +48,7 @@ from guardrail_core.alerts import cloudtrail_link, iam_console_link
 from guardrail_core.aws import client
 from guardrail_core.config import Settings
 from guardrail_core.events import CloudTrailEvent
-from guardrail_core.findings import Finding, Severity
+from guardrail_core.findings import Actor, Finding, Severity, who
 from guardrail_core.runtime import attempt_finding, logger
 from guardrail_core.triage import Triage, Verdict
 
@@ -181,9 +180,9 @@ def judge_membership(event: CloudTrailEvent, settings: Settings, verdict: Triage
 
 def renamed_away(event: CloudTrailEvent, settings: Settings, verdict: Triage, touch: Touch) -> Finding:
     """HIGH: the group the baseline protects no longer answers to its name."""
-    ident, new = event.identity, touch.member
+    new = touch.member
     where = f" from {event.source_ip}" if event.source_ip else ""
-    what = (f"{ident.display} ({ident.type or 'unknown identity'}) renamed group {touch.name} to {new} "
+    what = (f"{who(event)} renamed group {touch.name} to {new} "
             f"({event.event_name}, {event.event_time or 'time unknown'}{where}). The guardrail protects the group "
             f"named {settings.admin_group}: under its new name, policies attached to it are judged as any other "
             f"group's (reported, and removed only with DetachOtherAdminGrants=true), and a new group may be created "
@@ -191,7 +190,7 @@ def renamed_away(event: CloudTrailEvent, settings: Settings, verdict: Triage, to
             f"while it is not watched; when a group takes the name {settings.admin_group} again, the guardrail "
             "converges it (removes everything but the assume policy).")
     if verdict.verdict is Verdict.NOTIFY_ONLY:
-        what += f" {short_actor(ident)} is an exempt (break-glass) principal: the change is reported."
+        what += f" {Actor.from_event(event).name} is an exempt (break-glass) principal: the change is reported."
     steps = [
         f"If the rename was not intended, rename it back: aws iam update-group --group-name {new} "
         f"--new-group-name {settings.admin_group}",
@@ -203,7 +202,7 @@ def renamed_away(event: CloudTrailEvent, settings: Settings, verdict: Triage, to
     links.append(iam_console_link("groups", new))
     return Finding.for_event(
         event, id="admin-group-renamed", severity=Severity.HIGH,
-        summary=f"Reported: admin group {touch.name} renamed to {new} by {short_actor(ident)}",
+        outcome="Reported", summary=f"admin group {touch.name} renamed to {new}",
         what_happened=what, next_steps=steps, links=links,
         mode=f"{settings.mode}; renaming a group back is left to you",
     )

@@ -31,15 +31,65 @@ def _ascii_line(text: str) -> str:
     return "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in text).strip()
 
 
+MIN_WHAT = 20  # characters of "what happened" kept in a subject before anything else gives way
+_NAME_TOKEN = 10  # words longer than this are names (groups, roles, policies, trails): shortened first
+
+
+def _short_outcome(outcome: str) -> str:
+    """'Not undone (notify mode)' -> 'Not undone'."""
+    return re.sub(r"\s*\(.*\)\s*$", "", outcome) or outcome
+
+
+def shorten_middle(text: str, room: int) -> str:
+    """`text` in at most `room` characters: the longest names lose their middle first
+    ('group very-long-...-name'), then, if still too long, the text's own middle."""
+    if len(text) <= room:
+        return text
+    words = text.split(" ")
+    while len(" ".join(words)) > room:
+        longest = max(range(len(words)), key=lambda i: len(words[i]))
+        word = words[longest]
+        if len(word) < _NAME_TOKEN:
+            break
+        keep = max(_NAME_TOKEN - 3, len(word) - (len(" ".join(words)) - room) - 3)
+        if keep >= len(word) - 3:
+            keep = len(word) - 4
+        head = (keep + 1) // 2
+        words[longest] = word[:head] + "..." + word[len(word) - (keep - head):]
+    out = " ".join(words)
+    if len(out) <= room:
+        return out
+    if room <= 3:
+        return "..."[:room]
+    head = (room - 3 + 1) // 2
+    return out[:head] + "..." + out[len(out) - (room - 3 - head):]
+
+
 def render_subject(finding: Finding, account_label: str = "") -> str:
-    account = account_label or finding.account_id
-    tail = f" - {account}" if account else ""
+    """'[HIGH] Undone: AdministratorAccess attached to group administrators by phoebe - 123456789012'.
+
+    At most SUBJECT_LIMIT printable ASCII characters. Severity and the actor's name are never
+    cut: when the line is too long, the account goes first, then "using role ...", then the
+    outcome's parenthesis; names in the middle of what happened are shortened before any of these
+    leaves "what happened" fewer than MIN_WHAT characters.
+    """
     head = f"[{finding.severity.value}] "
-    room = SUBJECT_LIMIT - len(head) - len(tail)
-    summary = _ascii_line(finding.summary)
-    if len(summary) > room:
-        summary = summary[: max(room - 3, 0)].rstrip() + "..."
-    return _ascii_line(head + summary + tail)[:SUBJECT_LIMIT]
+    what = _ascii_line(finding.summary)
+    account = _ascii_line(account_label or finding.account_id)
+    who_long, who_short = (_ascii_line(w) for w in finding.subject_actor)
+    outcome = _ascii_line(finding.outcome)
+    tails = [f" - {account}", ""] if account else [""]
+    outs = [f"{outcome}: ", f"{_short_outcome(outcome)}: "] if outcome else [""]
+    bys = [f" by {who_long}", f" by {who_short}"] if who_short else [""]
+    # Given up last to first: the outcome's reason ("notify mode": whether to act), the whole actor
+    # ("phoebe, using role admin-mfa"), the account.
+    candidates = [(out, by, tail) for out in dict.fromkeys(outs) for by in dict.fromkeys(bys) for tail in tails]
+    for minimum in (len(what), MIN_WHAT, 8, 0):
+        for out, by, tail in candidates:
+            room = SUBJECT_LIMIT - len(head) - len(out) - len(by) - len(tail)
+            if room >= min(minimum, len(what)):
+                return head + out + shorten_middle(what, room) + by + tail
+    return (head + what)[:SUBJECT_LIMIT]  # unreachable for actor names IAM allows (<= 64 characters)
 
 
 def _wrap(text: str, indent: str = "  ", *, first: str | None = None) -> list[str]:
@@ -50,24 +100,41 @@ def _wrap(text: str, indent: str = "  ", *, first: str | None = None) -> list[st
     ) or [indent]
 
 
+def _field(label: str, value: str) -> list[str]:
+    """'  Label:      value', wrapped within 80 columns under the value (long user agents, ARNs)."""
+    first = f"  {label + ':':<12}"
+    return textwrap.wrap(value, width=78, initial_indent=first, subsequent_indent=" " * len(first),
+                         break_long_words=True, break_on_hyphens=False) or [first.rstrip()]
+
+
 def render_email(finding: Finding, account_label: str = "") -> str:
-    """Plain text, most important first; no raw JSON."""
+    """Plain text, most important first; no raw JSON; lines within 80 columns except unbreakable
+    links and commands (never split: a broken link is worse than a long line)."""
     account = f"{finding.account_id} ({account_label})" if account_label else finding.account_id
-    lines = [f"{finding.severity.value}: {finding.summary}", ""]
+    lines = [*_wrap(f"{finding.severity.value}: {finding.headline}", "  ", first=""), ""]
     lines += ["WHAT HAPPENED", *_wrap(finding.what_happened or finding.summary), ""]
     if finding.items:
-        lines += [f"FOUND ({len(finding.items)})", *(f"  - {item}" for item in finding.items), ""]
+        lines += [f"FOUND ({len(finding.items)})"]
+        for item in finding.items:
+            lines += _wrap(item, "    ", first="  - ")
+        lines.append("")
     if finding.actor:
         who = finding.actor
-        lines += ["WHO", f"  Principal:  {who.arn}", f"  Type:       {who.type}"]
+        lines += ["WHO", *_wrap(who.sentence.rstrip(","))]
+        lines += _field("Principal", who.arn) + _field("Type", who.type)
+        if who.access_key_id and who.type == "Root" and who.via:
+            lines += _field("Access key", who.access_key_id)
         if who.source_ip:
-            lines.append(f"  Source IP:  {who.source_ip}")
+            lines += _field("Source IP", who.source_ip)
         if who.user_agent:
-            lines.append(f"  User agent: {who.user_agent}")
+            lines += _field("User agent", who.user_agent)
         if who.mfa:
-            lines.append(f"  MFA used:   {who.mfa}")
+            lines += _field("MFA used", who.mfa)
         lines.append("")
-    lines += ["WHEN AND WHERE", f"  Time (UTC): {finding.event_time or 'unknown'}", f"  Account:    {account}"]
+    lines += ["WHEN AND WHERE", f"  Time (UTC): {finding.event_time or finding.detected_at}"]
+    if finding.event_time and finding.detected_at:
+        lines.append(f"  Judged:     {finding.detected_at}")
+    lines.append(f"  Account:    {account}")
     if finding.region:
         lines.append(f"  Region:     {finding.region}")
     if finding.event_name:
@@ -76,6 +143,9 @@ def render_email(finding: Finding, account_label: str = "") -> str:
     lines.append(f"WHAT THE GUARDRAIL DID (mode: {finding.mode or 'notify'})")
     if not finding.actions:
         lines.append("  Nothing: this is a notification only.")
+    undoable = [a for a in finding.actions if a.undo and a.status is Status.SUCCEEDED]
+    if undoable and finding.undo_warning:
+        lines += _wrap(f"Before running a 'To undo' command below: {finding.undo_warning}")
     for action in finding.actions:
         lines += _wrap(f"[{_STATUS_WORDS[action.status]}] {action.name}", "      ", first="  ")
         lines.append(f"      Target: {action.target}")
@@ -101,17 +171,98 @@ def render_email(finding: Finding, account_label: str = "") -> str:
     return "\n".join(lines)
 
 
+SCHEMA_VERSION = "1.0"  # of the machine JSON ("default"): schemas/finding.schema.json
+SEVERITY_ICONS = {"CRITICAL": ":rotating_light:", "HIGH": ":red_circle:", "MEDIUM": ":large_orange_circle:",
+                  "LOW": ":large_yellow_circle:", "INFO": ":information_source:"}
+CHAT_DESCRIPTION_LIMIT = 3000  # characters: a readable card (our limit, well inside the chat clients')
+CHAT_STEPS = 5
+
+
 def render_json(finding: Finding) -> str:
-    return json.dumps({"guardrail_finding": finding.to_dict()}, sort_keys=True)
+    """The machine JSON every non-email, non-HTTPS subscriber gets (schemas/finding.schema.json)."""
+    return json.dumps({"schema_version": SCHEMA_VERSION, "guardrail_finding": finding.to_dict()}, sort_keys=True)
+
+
+def finding_key(finding: Finding) -> str:
+    """Stable per finding: the same event judged again (a redelivery) gives the same key."""
+    anchor = finding.event_id or (finding.event_time or finding.detected_at)[:10] or "undated"
+    return f"{finding.id}/{anchor}"
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
+def chat_message(finding: Finding, account_label: str = "") -> dict[str, Any]:
+    """The finding as an Amazon Q Developer in chat applications (formerly AWS Chatbot) custom
+    notification: what a Slack, Microsoft Teams or Amazon Chime channel shows as a card.
+
+    Schema: "Custom notifications using Amazon Q Developer in chat applications" (Chatbot
+    Administrator Guide, Event schema); written down in schemas/chat-notification.schema.json.
+    """
+    account = f"{finding.account_id} ({account_label})" if account_label else finding.account_id
+    lines = [finding.what_happened or finding.summary, ""]
+    if finding.actions:
+        lines.append(f"*What the guardrail did* (mode: {finding.mode or 'notify'})")
+        for a in finding.actions:
+            note = f": {a.detail}" if a.detail and a.status is not Status.SUCCEEDED else ""
+            lines.append(f"- [{_STATUS_WORDS[a.status]}] {a.name}{note}")
+        lines.append("")
+    if finding.items:
+        lines += [f"- {item}" for item in finding.items[:10]]
+        if len(finding.items) > 10:
+            lines.append(f"- ... and {len(finding.items) - 10} more (see the email)")
+        lines.append("")
+    lines.append(f"*Account* {account}   *Time (UTC)* {finding.event_time or finding.detected_at}")
+    if finding.actor:
+        lines.append(f"*Who* {finding.actor.words} (`{finding.actor.arn}`)")
+    context = {
+        "account": finding.account_id, "region": finding.region, "findingType": finding.id,
+        "severity": finding.severity.value, "eventTime": finding.event_time or finding.detected_at,
+    }
+    if finding.event_id:
+        context["cloudTrailEventId"] = finding.event_id
+    if finding.actor:
+        context["principal"] = finding.actor.arn
+    resources = [a.target for a in finding.actions if a.target.startswith("arn:")]
+    return {
+        "version": "1.0",
+        "source": "custom",
+        "id": finding_key(finding),
+        "content": {
+            "textType": "client-markdown",
+            "title": _clip(f"{SEVERITY_ICONS[finding.severity.value]} [{finding.severity.value}] "
+                           f"{finding.headline}", 250),
+            "description": _clip("\n".join(lines).strip(), CHAT_DESCRIPTION_LIMIT),
+            "nextSteps": [_clip(step, 500) for step in finding.next_steps[:CHAT_STEPS]],
+            "keywords": [k for k in (finding.severity.value, finding.id, _short_outcome(finding.outcome)) if k],
+        },
+        "metadata": {
+            "threadId": _clip(f"account-guardrail-{finding.account_id}-{finding.id}", 128),
+            "summary": render_subject(finding, account_label),
+            "eventType": finding.id,
+            "relatedResources": list(dict.fromkeys(resources))[:10],
+            "additionalContext": context,
+        },
+    }
 
 
 def sns_message(finding: Finding, account_label: str = "") -> dict[str, str]:
-    """Keyword arguments for sns.publish."""
-    as_json = render_json(finding)
+    """Keyword arguments for sns.publish: one message, a body per protocol (MessageStructure json).
+
+    - email / email-json: the plain-text email;
+    - https: the chat card (Amazon Q Developer in chat applications subscribes to a topic over
+      HTTPS and shows only custom notifications; any other HTTPS endpoint gets the same JSON);
+    - default (SQS, Lambda, HTTP, SMS, Firehose...): the machine JSON, schemas/finding.schema.json.
+    """
     return {
         "Subject": render_subject(finding, account_label),
         "MessageStructure": "json",
-        "Message": json.dumps({"default": as_json, "email": render_email(finding, account_label)}),
+        "Message": json.dumps({
+            "default": render_json(finding),
+            "email": render_email(finding, account_label),
+            "https": json.dumps(chat_message(finding, account_label), sort_keys=True),
+        }),
     }
 
 

@@ -56,6 +56,7 @@ class Settings:
     # Regions whose sign-in, root, trail and tamper events are forwarded to this one (template:
     # ForwardedRegions + ForwardedOptInRegions).
     forwarded_regions: frozenset[str] = field(default_factory=frozenset)
+    security_hub: bool = False  # also import each finding into Security Hub (SecurityHubFindings=true)
 
     @property
     def remediation_enabled(self) -> bool:
@@ -121,4 +122,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         alert_email=env.get("ALERT_EMAIL", "").strip(),
         alert_key_arn=env.get("ALERT_KEY_ARN", "").strip(),
         forwarded_regions=_csv(env.get("FORWARDED_REGIONS")),
+        security_hub=_flag(env.get("SECURITY_HUB_FINDINGS")),
     )

@@ -33,6 +33,12 @@ class Identity:
     session_issuer_type: str = ""
     invoked_by: str = ""
     mfa_authenticated: bool = False
+    # A root session opened with sts:AssumeRoot from the organization's management account (or
+    # IAM's delegated administrator): type Root, sessionContext.assumedRoot "true" (IAM User
+    # Guide, "Track privileged tasks in AWS CloudTrail").
+    assumed_root: bool = False
+    access_key_id: str = ""
+    source_identity: str = ""  # sessionContext.sourceIdentity: set by whoever opened the session
 
     @property
     def is_root(self) -> bool:
@@ -125,6 +131,9 @@ def parse_identity(raw: Any) -> Identity:
         session_issuer_type=_text(issuer.get("type"), "sessionIssuer.type"),
         invoked_by=_text(ui.get("invokedBy"), "userIdentity.invokedBy"),
         mfa_authenticated=str(mfa).lower() == "true",
+        assumed_root=str(context.get("assumedRoot")).lower() == "true",
+        access_key_id=_text(ui.get("accessKeyId"), "userIdentity.accessKeyId")[:128],
+        source_identity=_text(context.get("sourceIdentity"), "sessionContext.sourceIdentity")[:64],
     )
 
 

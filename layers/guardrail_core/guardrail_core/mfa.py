@@ -31,11 +31,12 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from guardrail_core import admin_reach
 from guardrail_core.alerts import cloudtrail_link, iam_console_link
 from guardrail_core.aws import client, error_code, is_access_denied, is_not_found
 from guardrail_core.config import QUARANTINE, Settings
 from guardrail_core.events import CloudTrailEvent, Identity
-from guardrail_core.findings import Action, Finding, Severity, Status
+from guardrail_core.findings import Action, Actor, Finding, Severity, Status, who
 from guardrail_core.runtime import attempt_finding, logger
 from guardrail_core.triage import Triage, Verdict
 
@@ -46,6 +47,7 @@ ROOT_TARGET = "aws root user"  # requestParameters.userName when root manages it
 # Every IAM action this module may call, for the least-privilege test and the template.
 READ_ACTIONS = frozenset({
     "iam:ListMFADevices", "iam:GetLoginProfile", "iam:ListGroupsForUser", "iam:ListAttachedUserPolicies",
+    "iam:GetGroup",  # the admin group's members: does anyone still have MFA (admin_reach)
 })
 # Calls that hand a user a way in: judged for members of the admin group as a takeover signal.
 TAKEOVER_EVENTS = frozenset({"EnableMFADevice", "CreateLoginProfile", "UpdateLoginProfile", "CreateAccessKey"})
@@ -165,16 +167,6 @@ def admin_session(ident: Identity, settings: Settings) -> bool:
         if match and match.group(1) == settings.account_id and match.group(2).lower() == settings.admin_role.lower():
             return True
     return settings.is_exempt(ident.arn, ident.session_issuer_arn)
-
-
-def short_actor(ident: Identity) -> str:
-    """'bob', 'admin-mfa/phoebe', 'root': who, in a few characters (subjects)."""
-    if ident.is_root:
-        return "root"
-    if ident.user_name:
-        return ident.user_name
-    tail = ident.arn.split(":assumed-role/", 1)
-    return tail[1] if len(tail) == 2 else (ident.arn.rsplit("/", 1)[-1] or ident.type or "unknown")
 
 
 def takeover_reason(ident: Identity, settings: Settings, user: str) -> str:
@@ -347,7 +339,7 @@ def _permission_finding(event: CloudTrailEvent, user: str, exc: ClientError, nee
     return Finding.for_event(
         event, id="mfa-check-failed", severity=Severity.MEDIUM,
         summary=f"Could not check MFA of {user or 'a user'} after {event.event_name}",
-        what_happened=(f"{event.identity.display} called {event.event_name} for {user or 'a user'}, and the guardrail "
+        what_happened=(f"{who(event)} called {event.event_name} for {user or 'a user'}, and the guardrail "
                        f"could not check the user's MFA: {error_code(exc)} on {needed}."),
         next_steps=[f"Check {user}'s MFA devices by hand: aws iam list-mfa-devices --user-name {user}",
                     "If the error is AccessDenied, redeploy the stack: its MFA role should grant " + needed + "."],
@@ -417,7 +409,7 @@ def judge_signin(event: CloudTrailEvent, settings: Settings, verdict: Triage) ->
         steps.append(quarantine_note(settings, user))
     return [Finding.for_event(
         event, id="console-signin-without-mfa", severity=Severity.MEDIUM,
-        summary=f"IAM user {user} signed in to the console without MFA",
+        summary=f"IAM user {user} signed in to the console without MFA", who="",
         what_happened=what, actions=actions, next_steps=steps, links=_links(event, user),
     )]
 
@@ -456,7 +448,8 @@ def judge_mfa_removed(event: CloudTrailEvent, settings: Settings, verdict: Triag
         exposure = f"{user} is in the {settings.admin_group} group; without MFA they cannot assume the admin role."
     else:
         exposure = f"{user} has no console password, so only API calls that ask for MFA are affected."
-    actor = event.identity.display
+    who = Actor.from_event(event)
+    actor = f"IAM user {user} (themselves)" if who.type == "IAMUser" and who.name == user else who.sentence
     actions = _maybe_quarantine(iam, settings, verdict, user) if profile.exists else []
     done = any(a.status is Status.SUCCEEDED for a in actions)
     steps = enrol_steps(settings, user, self_service=not done)
@@ -466,11 +459,31 @@ def judge_mfa_removed(event: CloudTrailEvent, settings: Settings, verdict: Triag
         steps.append(quarantine_note(settings, user))
     return [Finding.for_event(
         event, id="mfa-removed", severity=Severity.HIGH if (profile.exists or admin) else Severity.LOW,
-        summary=f"MFA removed: IAM user {user} has no MFA device left",
+        summary=f"Last MFA device of IAM user {user} removed",
         what_happened=(f"{actor} called {event.event_name} on {serial} and IAM user {user} now has no MFA device. "
                        f"{exposure} Removing MFA is a common first step after a password is stolen."),
         actions=actions, next_steps=steps, links=_links(event, user),
-    )]
+    ), *_nobody_reaches_admin(iam, settings, event, user)]
+
+
+def _nobody_reaches_admin(iam: Any, settings: Settings, event: CloudTrailEvent, user: str) -> list[Finding]:
+    """When this removal left no member of the admin group with MFA: its own HIGH finding (admin_reach)."""
+    try:
+        members = admin_reach.admin_members(iam, settings.admin_group) or []
+        if user.lower() not in {m.lower() for m in members}:
+            return []
+        others = [m for m in members if m.lower() != user.lower()]
+        found, complete = admin_reach.first_member_with_mfa(others, lambda m: bool(mfa_devices(iam, m)))
+    except ClientError as exc:
+        _raise_unless_denied(exc)
+        logger.warning("admin group's MFA not checked", extra={"error": error_code(exc)})
+        return []
+    if found or not complete:
+        return []
+    who = Actor.from_event(event)
+    by = "IAM user " + user if who.type == "IAMUser" and who.name == user else who.sentence
+    cause = f"{by} removed the last MFA device of IAM user {user} ({event.event_name})."
+    return [admin_reach.finding(settings, cause, event=event, members=len(members))]
 
 
 # --- takeover signal: a new way in for an admin-group member -----------------------------------------
@@ -524,7 +537,7 @@ def takeover_finding(event: CloudTrailEvent, settings: Settings, iam: Any, user:
     if not member:
         return None
     what_word, consequence = _TAKEOVER_WORDS[event.event_name]
-    actor = event.identity.display
+    actor = who(event)
     return Finding.for_event(
         event, id="admin-credential-takeover", severity=Severity.HIGH,
         summary=(f"Possible takeover: {what_word} for admin {user} "
@@ -537,7 +550,7 @@ def takeover_finding(event: CloudTrailEvent, settings: Settings, iam: Any, user:
         next_steps=[
             f"Ask {user} - in person or by phone, not by email - whether they did this.",
             f"If they did not: undo it at once, from an MFA admin session: {_undo_credential(event, user)} ; "
-            f"then reset {user}'s password and review what {actor} did in CloudTrail.",
+            f"then reset {user}'s password and review what {Actor.from_event(event).words} did in CloudTrail.",
             *admin_enrol_steps(settings, user),
         ],
         links=_links(event, user),
@@ -578,7 +591,7 @@ def judge_grace_start(event: CloudTrailEvent, settings: Settings, verdict: Triag
     login = event.event_name == "CreateLoginProfile"
     what_now = "got a console password" if login else f"was added to the {settings.admin_group} group"
     short = "got a console password" if login else f"joined {settings.admin_group}"
-    what = f"{event.identity.display} called {event.event_name}: IAM user {user} {what_now} and has no MFA device."
+    what = f"{who(event)} called {event.event_name}: IAM user {user} {what_now} and has no MFA device."
     if event.event_name == "AddUserToGroup":
         what += (f" Until {user} has MFA they cannot assume the admin role (it requires MFA); an administrator "
                  "enrols their device.")
@@ -589,7 +602,7 @@ def judge_grace_start(event: CloudTrailEvent, settings: Settings, verdict: Triag
                  + (" and quarantines them." if settings.mode == QUARANTINE else "."))
         return [Finding.for_event(
             event, id="mfa-grace-started", severity=Severity.LOW,
-            summary=f"{user} {short} without MFA: enrol by {stamp(deadline)}",
+            summary=f"{user} {short} without MFA (enrol by {stamp(deadline)})",
             what_happened=what, next_steps=enrol_steps(settings, user, self_service=login),
             links=_links(event, user),
         )]
@@ -625,9 +638,10 @@ def judge_mfa_enabled(event: CloudTrailEvent, settings: Settings, verdict: Triag
     if not held:
         return [takeover] if takeover else []
     manual = f"aws iam detach-user-policy --user-name {user} --policy-arn {settings.quarantine_policy_arn}"
-    actor = event.identity.display
+    actor = who(event)
     if not admin_session(event.identity, settings):
-        why = (f"the device was enabled by {actor}, not from an MFA-authenticated {settings.admin_role} session: "
+        why = (f"the device was enabled by {Actor.from_event(event).words}, not from an MFA-authenticated "
+               f"{settings.admin_role} session: "
                "the quarantine stays until you confirm the device is the user's")
         kept = Action(f"Lift quarantine of {user}", user, Status.SKIPPED, detail=why)
         if takeover:
@@ -638,7 +652,7 @@ def judge_mfa_enabled(event: CloudTrailEvent, settings: Settings, verdict: Triag
         serial = event.param("serialNumber")[:256] or "serial not recorded"
         return [Finding.for_event(
             event, id="mfa-quarantine-kept-unconfirmed", severity=Severity.HIGH if unvouched else Severity.MEDIUM,
-            summary=f"MFA device enabled for quarantined {user} by {short_actor(event.identity)}: quarantine kept",
+            outcome="Quarantine kept", summary=f"MFA device enabled for quarantined {user}",
             what_happened=(f"{actor} called EnableMFADevice for IAM user {user}, who is quarantined. A device "
                            f"enabled by anyone but an MFA-authenticated {settings.admin_role} session could be a "
                            "thief's, so the quarantine stays."),
@@ -662,8 +676,8 @@ def judge_mfa_enabled(event: CloudTrailEvent, settings: Settings, verdict: Triag
                    "order): the quarantine is kept")
             return [Finding.for_event(
                 event, id="mfa-quarantine-kept", severity=Severity.LOW,
-                summary=f"{user} enabled MFA but has no MFA device now: quarantine kept",
-                what_happened=(f"{actor} called EnableMFADevice for IAM user {user}, but the "
+                outcome="Quarantine kept", summary=f"MFA enabled for {user}, but no MFA device now",
+                what_happened=(f"{who(event)} called EnableMFADevice for IAM user {user}, but the "
                                f"account shows no MFA device for {user} now, so the guardrail's quarantine "
                                "policy stays attached."),
                 actions=[Action(f"Lift quarantine of {user}", user, Status.SKIPPED, detail=why)],
@@ -675,8 +689,8 @@ def judge_mfa_enabled(event: CloudTrailEvent, settings: Settings, verdict: Triag
         return [Finding.for_event(
             event, id="mfa-quarantine-lifted" if lifted else "mfa-quarantine-lift-failed",
             severity=Severity.INFO if lifted else Severity.MEDIUM,
-            summary=f"{user} enrolled MFA by an administrator: quarantine "
-                    + ("lifted" if lifted else "could NOT be lifted"),
+            outcome="Quarantine lifted" if lifted else "Quarantine NOT lifted",
+            summary=f"MFA device enrolled for {user}",
             what_happened=(f"{actor} (an MFA-authenticated admin session) enabled an MFA device ({serial}) for IAM "
                            f"user {user}, so the guardrail's quarantine policy is no longer needed."),
             actions=[action], next_steps=[] if lifted else [f"Lift it by hand: {manual}"], links=_links(event, user),
@@ -685,7 +699,7 @@ def judge_mfa_enabled(event: CloudTrailEvent, settings: Settings, verdict: Triag
         verdict.reason if verdict.verdict is not Verdict.ACT else "notify mode: the guardrail may not detach policies")
     return [Finding.for_event(
         event, id="mfa-quarantine-still-attached", severity=Severity.INFO,
-        summary=f"{user} enabled MFA; the quarantine policy is still attached",
+        outcome="Quarantine still attached", summary=f"MFA device enrolled for {user}",
         what_happened=(f"IAM user {user} now has an MFA device, enabled by an MFA-authenticated admin session, but "
                        f"the guardrail's quarantine policy is still attached and was not detached ({why}). It denies "
                        f"every action by {user}."),

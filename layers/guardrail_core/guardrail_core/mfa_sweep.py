@@ -19,7 +19,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
-from guardrail_core import inventory, mfa
+from guardrail_core import admin_reach, inventory, mfa
 from guardrail_core.aws import client, error_code, is_access_denied
 from guardrail_core.config import QUARANTINE, Settings
 from guardrail_core.events import SCHEDULED
@@ -39,6 +39,7 @@ RESERVE_MS = 20_000  # stop confirming when less time than this is left: the dig
 READ_ACTIONS = frozenset({
     "iam:GenerateCredentialReport", "iam:GetCredentialReport", "iam:GetAccountSummary", "iam:ListMFADevices",
     "iam:GetLoginProfile",
+    "iam:GetGroup",  # does any member of the admin group still have MFA (admin_reach)
 }) | inventory.INVENTORY_ACTIONS
 WRITE_ACTIONS = frozenset({"iam:AttachUserPolicy"})
 
@@ -408,6 +409,12 @@ def handle(raw: Any, settings: Settings, remaining_ms: Callable[[], int] | None 
     held, why_not = inventory.take(iam, settings)  # admin grants outside the baseline: once a day in the digest
     finding = inventory.with_grants(digest(result, settings, now), held, why_not, settings, now)
     findings = [finding] if finding else []
+    nobody = admin_reach.group_without_mfa(iam, settings.admin_group, {u.name for u in result.report.users
+                                                                       if u.mfa_active}, mfa.mfa_devices)
+    if nobody is not None:
+        findings.append(admin_reach.finding(
+            settings, "The daily MFA sweep checked every member of the admin group.",
+            members=nobody, when=now.strftime("%Y-%m-%dT%H:%M:%SZ")))
     reason = f"{len(result.offenders)} offenders, {len(result.root_issues)} root issues"
     outcome = Outcome("handled", reason, findings, publish_findings(findings, settings))
     return {**outcome.to_dict(), "sweep": {

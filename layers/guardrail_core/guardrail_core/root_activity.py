@@ -4,7 +4,14 @@ The root user is never "remediated": the guardrail cannot (and must not) lock ou
 account's owner; it tells them, within minutes, what root did and what to do if it was not them.
 
 - `ConsoleLogin` as root: success with MFA HIGH, success WITHOUT MFA CRITICAL, failure MEDIUM
-  (HIGH from the REPEATED_FAILURES-th failure within an hour that this container has seen).
+  (HIGH from the REPEATED_FAILURES-th failure within an hour that this container has seen);
+  a failure with `MFAUsed: Yes` failed at the MFA step, after the password was accepted: HIGH
+  (CloudTrail User Guide, "AWS Management Console sign-in events": a sign-in that fails at the
+  MFA step is recorded as `ConsoleLogin: Failure`, "Failed authentication", `MFAUsed: Yes`).
+- Calls made in a privileged root session opened from the organization's management account
+  (`sts:AssumeRoot`, centralized root access: userIdentity type Root with
+  `sessionContext.assumedRoot: "true"`; IAM User Guide, "Track privileged tasks in AWS
+  CloudTrail") are named as such, with the advice that fits (no "change the root password").
 - Root password changed or recovered (sign-in events): HIGH; refused: MEDIUM.
 - API calls made as root (console or root access key; AWS services acting for root, i.e.
   `invokedBy` other than the console, are left out by the rule): HIGH; `CreateAccessKey` for
@@ -26,13 +33,13 @@ from enum import StrEnum
 from functools import cache
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from guardrail_core.alerts import cloudtrail_link
 from guardrail_core.aws import client, error_code
 from guardrail_core.config import Settings
 from guardrail_core.events import CloudTrailEvent
-from guardrail_core.findings import Finding, Severity
+from guardrail_core.findings import Finding, Severity, who
 from guardrail_core.runtime import logger
 from guardrail_core.triage import Triage, Verdict
 
@@ -97,8 +104,15 @@ def signin_facts(event: CloudTrailEvent) -> SignIn:
     )
 
 
+def failed_at_mfa(signin: SignIn) -> bool:
+    """A failed sign-in that got past the password: CloudTrail records MFAUsed Yes for it."""
+    return not signin.succeeded and signin.mfa == "yes"
+
+
 def signin_severity(signin: SignIn, failures_in_window: int = 0) -> Severity:
     if not signin.succeeded:
+        if failed_at_mfa(signin):
+            return Severity.HIGH  # the password was right: someone has it
         return Severity.HIGH if failures_in_window >= REPEATED_FAILURES else Severity.MEDIUM
     return Severity.HIGH if signin.mfa == "yes" else Severity.CRITICAL
 
@@ -170,7 +184,7 @@ def account_alias() -> str:
     """The account alias for the email, '' when there is none or it cannot be read (cached either way)."""
     try:
         aliases = client("iam").list_account_aliases().get("AccountAliases") or []
-    except ClientError as exc:
+    except (ClientError, BotoCoreError) as exc:  # refused, or no credentials / endpoint: the id alone will do
         logger.warning("account alias not read: emails show the account id only", extra={"error": error_code(exc)})
         return ""
     return str(aliases[0]) if aliases and isinstance(aliases[0], str) else ""
@@ -200,6 +214,39 @@ def _links(event: CloudTrailEvent) -> list[str]:
         links.append(cloudtrail_link(region, event.event_id))
     links.append(f"https://{region}.console.aws.amazon.com/cloudtrailv2/home?region={region}#/events")
     return links
+
+
+def root_session_steps(event: CloudTrailEvent) -> list[str]:
+    """Advice for a privileged root session opened from the management account (sts:AssumeRoot)."""
+    key = event.identity.access_key_id or "the access key shown above"
+    steps = [
+        "If your organization's administrators did this on purpose (a privileged task such as deleting root "
+        "credentials or unlocking a bucket policy): nothing to do.",
+        "Otherwise find who opened the session: in the management account (or IAM's delegated administrator "
+        f"account), CloudTrail Event history, Event name = AssumeRoot; the event whose credentials are {key} "
+        "names the principal. Then review who holds sts:AssumeRoot there and limit it (IAM policy or SCP).",
+    ]
+    if event.event_name == "DeleteLoginProfile":
+        steps.append("The root user of this account has no password now, by design of centralized root access: "
+                     "nobody can sign in as root here. To allow password recovery again, the management account "
+                     "runs the privileged task 'Allow password recovery' (IAM console > Root access management).")
+    elif event.event_name == "CreateLoginProfile":
+        steps.append("Password recovery for root is allowed again: whoever controls the root email address can now "
+                     "set a root password. If that was not intended, delete the root credentials again from the "
+                     "management account (IAM console > Root access management > Delete root user credentials).")
+    return steps
+
+
+ROOT_TASKS = {  # what a privileged root session did, in words (IAM User Guide, the "root-task" policies)
+    "DeleteLoginProfile": "Root password deleted",
+    "CreateLoginProfile": "Root password recovery allowed",
+    "DeleteAccessKey": "Root access key deleted",
+    "DeactivateMFADevice": "Root MFA device removed",
+    "DeleteSigningCertificate": "Root signing certificate deleted",
+    "DeleteBucketPolicy": "Bucket policy deleted",
+    "DeleteQueuePolicy": "Queue policy deleted",
+}
+ROOT_SESSION_WHO = "a root session from the management account (AssumeRoot)"
 
 
 def if_not_you(*, signed_in: bool) -> list[str]:
@@ -239,6 +286,12 @@ def signin_finding(event: CloudTrailEvent, settings: Settings, failures_in_windo
                 f"{event.event_time or 'an unknown time'}. Sign-in succeeded. " + " ".join(details))
         if facts.mfa != "yes":
             what += " Without MFA, the root password alone was enough: anyone who has it controls the account."
+    elif failed_at_mfa(facts):
+        summary = f"Root sign-in failed at the MFA step: the password was right{tag}"
+        what = (f"Someone signed in to account {account} as the ROOT user with the right password, {_where(event)}, "
+                f"at {event.event_time or 'an unknown time'}, and failed at the MFA step "
+                f"({event.error_message or 'failed authentication'}; MFA used: yes). Only MFA stopped them: "
+                "whoever this was knows the root password. " + " ".join(details))
     else:
         repeated = failures_in_window >= REPEATED_FAILURES
         summary = (f"{failures_in_window} failed root sign-ins within an hour{tag}" if repeated
@@ -250,10 +303,15 @@ def signin_finding(event: CloudTrailEvent, settings: Settings, failures_in_windo
         if repeated:
             what += (f" This guardrail has seen {failures_in_window} failed root sign-ins for this account within "
                      "an hour (a lower bound): someone may be guessing the password.")
+    steps = if_not_you(signed_in=facts.succeeded)
+    if failed_at_mfa(facts):
+        steps.insert(0, f"Unless this was you mistyping the MFA code: change the root password now ({SIGNIN_PAGE}, "
+                        "'Root user'), and keep root's MFA device safe - it is all that stands in the way.")
     return Finding.for_event(
-        event, id="root-console-signin" if facts.succeeded else "root-console-signin-failed",
-        severity=severity, summary=summary, what_happened=what,
-        next_steps=if_not_you(signed_in=facts.succeeded), links=_links(event),
+        event, id="root-console-signin" if facts.succeeded else (
+            "root-console-signin-failed-mfa" if failed_at_mfa(facts) else "root-console-signin-failed"),
+        severity=severity, summary=summary, what_happened=what, who="",
+        next_steps=steps, links=_links(event),
     )
 
 
@@ -274,7 +332,31 @@ def password_finding(event: CloudTrailEvent, settings: Settings) -> Finding:
         what_happened=(f"Someone {words} of account {account}, {_where(event)}, at "
                        f"{event.event_time or 'an unknown time'}. {outcome} If it was not you, someone controls the "
                        "root email address or a root session."),
-        next_steps=if_not_you(signed_in=True), links=_links(event),
+        next_steps=if_not_you(signed_in=True), links=_links(event), who="",
+    )
+
+
+def root_session_finding(event: CloudTrailEvent, settings: Settings, verdict: Triage) -> Finding:
+    """A call made in a privileged root session opened from the management account (sts:AssumeRoot)."""
+    account, tag = account_words(settings, event)
+    service = event.event_source.split(".")[0] or "an AWS service"
+    did = ROOT_TASKS.get(event.event_name, f"{event.event_name} ({service}) called")
+    refused = verdict.verdict is Verdict.ATTEMPT
+    source = event.identity.source_identity
+    opener = f" (source identity set by the caller: {source})" if source else ""
+    action = (f"tried {event.event_name} ({service})" if refused
+              else f"called {event.event_name} ({service}): {did[:1].lower() + did[1:]}")
+    what = (f"A privileged root session opened from your organization's management account (or IAM's delegated "
+            f"administrator) with sts:AssumeRoot - centralized root access - {action} in account {account}, "
+            f"{_where(event)}, at {event.event_time or 'an unknown time'}{opener}. The session's access key is "
+            f"{event.identity.access_key_id or 'not recorded'}; this account's root password was not used.")
+    if refused:
+        what += f" AWS refused it ({event.error_code}): nothing changed."
+    return Finding.for_event(
+        event, id="root-session-call", severity=Severity.MEDIUM if refused else Severity.HIGH,
+        summary=f"{'Refused: ' + event.event_name if refused else did}{tag}",
+        who=ROOT_SESSION_WHO, what_happened=what, next_steps=root_session_steps(event),
+        links=_links(event),
     )
 
 
@@ -284,9 +366,11 @@ def api_finding(event: CloudTrailEvent, settings: Settings, kind: Kind, verdict:
     how = ("in the console" if event.identity.invoked_by == CONSOLE_INVOKER
            else "with root credentials (an access key or a console session)")
     when = event.event_time or "an unknown time"
+    if event.identity.assumed_root:
+        return root_session_finding(event, settings, verdict)
     if verdict.verdict is Verdict.ATTEMPT:
         return Finding.for_event(
-            event, id="root-api-call-failed", severity=Severity.MEDIUM,
+            event, id="root-api-call-failed", severity=Severity.MEDIUM, who="",
             summary=f"Root user tried {event.event_name} ({service}) and was refused{tag}",
             what_happened=(f"The ROOT user of account {account} called {event.event_name} on {service} {how}, "
                            f"{_where(event)}, at {when}; AWS refused it with {event.error_code}. Nothing changed, "
@@ -301,7 +385,7 @@ def api_finding(event: CloudTrailEvent, settings: Settings, kind: Kind, verdict:
                         f"nothing else can serve: Security credentials page ({SECURITY_CREDENTIALS}), 'Access "
                         "keys', Delete. A root key cannot be limited by any policy.")
         return Finding.for_event(
-            event, id="root-access-key-created", severity=Severity.CRITICAL,
+            event, id="root-access-key-created", severity=Severity.CRITICAL, who="",
             summary=f"Access key created for the ROOT user{tag}",
             what_happened=(f"The ROOT user of account {account} created an access key for itself "
                            f"{'(' + key_id + ') ' if key_id else ''}{how}, {_where(event)}, at {when}. Whoever holds "
@@ -314,8 +398,9 @@ def api_finding(event: CloudTrailEvent, settings: Settings, kind: Kind, verdict:
                         "Until then the root password alone opens the account.")
         return Finding.for_event(
             event, id="root-mfa-removed", severity=Severity.CRITICAL,
+            who="" if event.identity.is_root else None,
             summary=f"Root MFA device removed{tag}",
-            what_happened=(f"{event.identity.display} called {event.event_name} on {serial} in account {account}, "
+            what_happened=(f"{who(event)} called {event.event_name} on {serial} in account {account}, "
                            f"{_where(event)}, at {when}. Removing root's MFA is how an attacker who has the root "
                            "password keeps the account."),
             next_steps=steps, links=_links(event),
@@ -326,7 +411,7 @@ def api_finding(event: CloudTrailEvent, settings: Settings, kind: Kind, verdict:
     elif event.event_name in ("EnableMFADevice", "CreateVirtualMFADevice"):
         extra = " If this was not you, someone is binding their own MFA device to root: that is an account takeover."
     return Finding.for_event(
-        event, id="root-api-call", severity=Severity.HIGH,
+        event, id="root-api-call", severity=Severity.HIGH, who="",
         summary=f"Root user called {event.event_name} ({service}){tag}",
         what_happened=(f"The ROOT user of account {account} called {event.event_name} on {service} {how}, "
                        f"{_where(event)}, at {when}.{extra} Root should not be used for day-to-day work."),

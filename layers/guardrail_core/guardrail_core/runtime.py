@@ -32,11 +32,11 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from guardrail_core import alerts
+from guardrail_core import alerts, security_hub
 from guardrail_core.aws import client, error_code, is_access_denied, is_transient
 from guardrail_core.config import Settings, load_settings
 from guardrail_core.events import CloudTrailEvent, MalformedEvent, parse_event
-from guardrail_core.findings import Finding, Severity, Status
+from guardrail_core.findings import Finding, Severity, Status, who
 from guardrail_core.triage import Triage, Verdict, triage
 
 SERVICE = "account-guardrail"
@@ -108,14 +108,16 @@ def _fit(message: dict[str, str], finding: Finding) -> dict[str, str]:
     if len(message["Message"].encode()) <= SNS_MESSAGE_LIMIT - 1024:
         return message
     logger.warning("alert too long for SNS: clipped", extra={"finding": finding.id, "bytes": len(message["Message"])})
-    email = json.loads(message["Message"])["email"]
+    original = json.loads(message["Message"])
+    email, chat = original["email"], original.get("https", "")  # the chat card is bounded: kept whole
     note = "\n\n[... clipped: this alert was too long for SNS; the function's log has the whole finding]"
     brief = {"id": finding.id, "severity": finding.severity.value, "summary": finding.summary[:1000],
              "account_id": finding.account_id, "event_id": finding.event_id[:200], "clipped": True}
     room = _ROOM
     while True:  # JSON escapes non-ASCII (up to 12 bytes a character): measure what is sent
-        body = json.dumps({"default": json.dumps({"guardrail_finding": brief}, sort_keys=True),
-                           "email": email[:room] + note})
+        body = json.dumps({"default": json.dumps({"schema_version": alerts.SCHEMA_VERSION, "guardrail_finding": brief},
+                                                 sort_keys=True),
+                           "email": email[:room] + note, **({"https": chat} if chat else {})})
         if len(body.encode()) <= SNS_MESSAGE_LIMIT - 1024:
             return {**message, "Message": body}
         room //= 2
@@ -154,6 +156,7 @@ def deliver_alerts(messages: list[dict[str, str]], cfg: Settings, *, key: str = 
             logger.exception("alert publish failed", extra={"subject": message.get("Subject", "")})
             _count("AlertPublishFailed")
             failures.append(f"{message.get('Subject', '')!r}: {error_code(exc)}: {exc}")
+    security_hub.import_alerts(messages, cfg, _count)  # SecurityHubFindings=true only; never raises
     if failures:
         raise AlertDeliveryError(f"{len(failures)} of {len(messages)} alert(s) not published: " + "; ".join(failures))
     return ids
@@ -222,7 +225,7 @@ def _failure_finding(event: CloudTrailEvent, exc: BaseException) -> Finding:
         finding_id, summary = "guardrail-error", f"Guardrail could not judge {event.event_name}"
     return Finding.for_event(
         event, id=finding_id, severity=Severity.HIGH, summary=summary,
-        what_happened=f"{event.identity.display} called {event.event_name}. {why}",
+        what_happened=f"{who(event)} called {event.event_name}. {why}",
         next_steps=[f"Look up CloudTrail event {event.event_id or event.id} and check by hand whether it changed "
                     "anything the guardrail protects; invoke the setup function with {\"dry_run\": true} to see "
                     "any drift from the baseline."],
@@ -392,8 +395,8 @@ def attempt_finding(event: CloudTrailEvent, what: str) -> Finding:
         event,
         id="attempt",
         severity=Severity.LOW,
-        summary=f"Failed attempt: {event.event_name} by {event.identity.display}",
-        what_happened=(f"{event.identity.display} tried {event.event_name} ({what}) and AWS refused it with "
+        summary=f"Refused: {event.event_name} ({what})",
+        what_happened=(f"{who(event)} tried {event.event_name} ({what}) and AWS refused it with "
                        f"{event.error_code}. Nothing changed; no action was needed."),
         next_steps=["If you do not recognise this principal, review its recent activity in CloudTrail."],
     )

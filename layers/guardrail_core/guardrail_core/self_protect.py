@@ -40,7 +40,7 @@ from typing import Any
 from guardrail_core.alerts import cloudtrail_link
 from guardrail_core.config import Settings
 from guardrail_core.events import CloudTrailEvent
-from guardrail_core.findings import Finding, Severity
+from guardrail_core.findings import Actor, Finding, Severity, who
 from guardrail_core.runtime import attempt_finding, logger
 from guardrail_core.triage import Triage, Verdict
 
@@ -274,8 +274,8 @@ def _fix(event: CloudTrailEvent, thing: Touched, settings: Settings) -> list[str
                      f"--stack-name {settings.stack_name}, then describe-stack-resource-drifts. Put it back by hand, "
                      "or redeploy (CloudFormation only rewrites resources whose template changed; a deleted "
                      "resource may need the stack recreated).")
-    steps.append(f"Find out why {event.identity.display} did this; if you do not know, treat their credentials as "
-                 "compromised and look for other changes they made in CloudTrail.")
+    steps.append(f"Find out why {Actor.from_event(event).inline} did this; if you do not know, treat their "
+                 "credentials as compromised and look for other changes they made in CloudTrail.")
     return steps
 
 
@@ -292,7 +292,7 @@ def tamper_finding(event: CloudTrailEvent, settings: Settings, thing: Touched) -
     attribute = _param(event.request, "attributeName")
     if attribute:
         detail = f" (attribute {attribute[:64]})"
-    what = (f"{event.identity.display} called {action} on the guardrail's {thing.kind} {thing.name}{detail} at "
+    what = (f"{who(event)} called {action} on the guardrail's {thing.kind} {thing.name}{detail} at "
             f"{event.event_time or 'an unknown time'}, from {event.source_ip or 'an unknown address'}, outside "
             f"CloudFormation. Why it matters: {_WHY.get(thing.kind, 'the guardrail may stop working')}.")
     if thing.kind == "stack":

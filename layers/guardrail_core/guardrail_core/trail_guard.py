@@ -36,7 +36,7 @@ from guardrail_core.alerts import cloudtrail_link
 from guardrail_core.aws import client, error_code, is_access_denied, is_not_found, is_transient
 from guardrail_core.config import Settings
 from guardrail_core.events import CloudTrailEvent
-from guardrail_core.findings import Action, Finding, Severity, Status
+from guardrail_core.findings import Action, Actor, Finding, Severity, Status, who
 from guardrail_core.runtime import attempt_finding, logger
 from guardrail_core.triage import Triage, Verdict
 
@@ -363,7 +363,11 @@ class Context:
 
     @property
     def actor(self) -> str:
-        return self.event.identity.display
+        return Actor.from_event(self.event).inline
+
+    @property
+    def actor_start(self) -> str:
+        return who(self.event)
 
     @property
     def when(self) -> str:
@@ -402,7 +406,7 @@ def still_covered(others: Sequence[TrailState]) -> str:
 
 def judge_stop(c: Context) -> list[Finding]:
     mine, others = account_trails(c)
-    who = f"{c.actor} stopped logging on trail {c.trail.short} ({c.trail.region}) at {c.when}."
+    who = f"{c.actor_start} stopped logging on trail {c.trail.short} ({c.trail.region}) at {c.when}."
     if mine is not None and not mine.records_management and mine.cover is not None:
         # Data events only: management events (what the guardrail and an investigation need) are
         # not affected by this trail. Never restarted: starting a data trail is a cost decision.
@@ -489,7 +493,7 @@ def recreate_step(trail: TrailRef) -> str:
 
 def judge_delete(c: Context) -> list[Finding]:
     mine, covers = account_trails(c)
-    who = f"{c.actor} deleted trail {c.trail.short} ({c.trail.region}) at {c.when}."
+    who = f"{c.actor_start} deleted trail {c.trail.short} ({c.trail.region}) at {c.when}."
     if covers and mine is None:
         return [c.finding(
             id="trail-deleted", severity=Severity.LOW,
@@ -541,7 +545,7 @@ def judge_selectors(c: Context) -> list[Finding]:
         id="trail-selectors-narrowed", severity=Severity.LOW if others else cover.severity,
         summary=f"CloudTrail trail {c.trail.short} no longer records all management events"
         + (" (another trail covers the account)" if others else ""),
-        what_happened=(f"{c.actor} changed the event selectors of trail {c.trail.short} ({c.trail.region}) at "
+        what_happened=(f"{c.actor_start} changed the event selectors of trail {c.trail.short} ({c.trail.region}) at "
                        f"{c.when}. Now " + "; ".join(gaps) + "." + (still_covered(others) if others else
                        " No other trail logs every region's management events.")),
         actions=[Action(f"Restore event selectors of {c.trail.short}", c.trail.name, Status.SKIPPED,
@@ -575,7 +579,7 @@ def judge_update(c: Context) -> list[Finding]:
         id="trail-updated", severity=worst,
         summary=f"CloudTrail trail {c.trail.short} changed: " + ("logs less" if worst is Severity.CRITICAL
                                                                   else "audit settings weakened"),
-        what_happened=(f"{c.actor} updated trail {c.trail.short} ({c.trail.region}) at {c.when}: "
+        what_happened=(f"{c.actor_start} updated trail {c.trail.short} ({c.trail.region}) at {c.when}: "
                        + "; ".join(ch.what for ch in changes) + "." + (still_covered(others) if others else "")),
         actions=[Action(f"Revert trail {c.trail.short}", c.trail.name, Status.SKIPPED,
                         detail="not done automatically: the previous settings are not in the event")],

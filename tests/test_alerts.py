@@ -52,9 +52,12 @@ def test_subject_has_severity_what_and_account_within_100_characters() -> None:
     finding.summary = "x" * 300
     long_subject = alerts.render_subject(finding, "my-very-long-account-alias")
     assert len(long_subject) == 100
-    # The middle of what happened gives way; the actor and the account stay whole.
+    # The account (it is in the body) goes first, then the middle of what happened; the actor stays whole.
     assert long_subject.startswith("[HIGH] xxx") and "..." in long_subject
-    assert long_subject.endswith("xxx by phoebe - my-very-long-account-alias")
+    assert long_subject.endswith("xxx by phoebe") and "my-very-long-account-alias" not in long_subject
+    finding.summary = "CloudTrail trail management-events stopped; another trail covers the account"
+    assert alerts.render_subject(finding, "my-very-long-account-alias") == (
+        "[HIGH] CloudTrail trail management-events stopped; another trail covers the account by phoebe")
 
 
 def test_subject_names_the_person_and_the_role_they_used() -> None:
@@ -72,7 +75,10 @@ ROLE_SESSION: dict[str, Any] = {
     "sessionContext": {"sessionIssuer": {"type": "Role", "arn": "arn:aws:iam::123456789012:role/admin-mfa"},
                        "attributes": {"mfaAuthenticated": "true"}},
 }
-NAME = st.text(alphabet=string.ascii_letters + string.digits + "+=,.@_-", min_size=1, max_size=64)
+_IAM_CHARS = string.ascii_letters + string.digits + "+=,.@_-"
+# IAM user, group, role and session names: 1 to 64 characters; the longest drawn often.
+NAME = st.one_of(st.text(alphabet=_IAM_CHARS, min_size=1, max_size=64),
+                 st.text(alphabet=_IAM_CHARS, min_size=64, max_size=64))
 OUTCOMES = st.sampled_from(["", "Undone", "Undo FAILED", "Partly undone", "Held back (lockout guard)",
                             "Not undone (exempt principal)", "Not undone (kill switch)", "Not undone (notify mode)"])
 
@@ -81,8 +87,10 @@ OUTCOMES = st.sampled_from(["", "Undone", "Undo FAILED", "Partly undone", "Held 
 @given(user=NAME, group=NAME, role=NAME, session=NAME, kind=st.sampled_from(["user", "session"]),
        outcome=OUTCOMES, severity=st.sampled_from(list(Severity)), alias=st.sampled_from(["", "prod", "x" * 63]),
        shape=st.sampled_from(["{p} attached to group {g}", "trust policy of role {r} replaced",
-                              "inline policy {p} put on user {u}", "{u} added to group {g} without MFA "
-                              "(enrol by 2026-11-29 08:41 UTC)"]))
+                              "inline policy {p} put on user {u}", "{u} added to group {g} without MFA",
+                              "Guardrail role {r} given to function {u}",
+                              "No one can reach admin: the last MFA device in group {g} removed",
+                              "maximum session of role {r} set to 43200 s"]))
 def test_subject_never_cuts_the_actor_and_never_exceeds_the_limit(
         user: str, group: str, role: str, session: str, kind: str, outcome: str, severity: Severity, alias: str,
         shape: str) -> None:

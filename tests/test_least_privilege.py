@@ -25,6 +25,7 @@ PARAMETER_SETS = {
                       "TrailMode": "remediate"},
     "notify": {"AdminDriftMode": "notify", "MfaMode": "notify", "TrailMode": "notify"},
     "kill-switch": {"KillSwitch": "on", "DetachOtherAdminGrants": "true", "MfaMode": "quarantine"},
+    "security-hub": {"SecurityHubFindings": "true"},
 }
 # Actions that support no resource narrower than "*" (IAM's Service Authorization Reference).
 NO_RESOURCE_ACTIONS = frozenset({

@@ -263,7 +263,8 @@ def test_deactivation_leaving_no_device_is_a_high_finding(guardrail: LocalGuardr
     assert "phoebe now has no MFA device" in text and "console password" in text
     assert "aws iam enable-mfa-device --user-name phoebe" in text
     nobody = inv.notifications[1]
-    assert nobody["subject"].startswith("[HIGH] Nobody in group administrators has MFA: no one can reach admin")
+    assert nobody["subject"].startswith("[HIGH] No one can reach admin: the last MFA device in group "
+                                        "administrators removed by phoebe")
     assert "Sign in as the root user" in " ".join(nobody["message"].split())
 
 
@@ -330,7 +331,8 @@ def test_new_console_password_starts_the_grace_period(guardrail: LocalGuardrail)
     iam().create_user(UserName="stratus-red-team-login-profile-user")
     inv = guardrail.invoke(FUNCTION, envelope(retarget(record)))
     assert [(f["id"], f["severity"]) for f in inv.findings] == [("mfa-grace-started", "LOW")]
-    assert inv.findings[0]["summary"].endswith("(enrol by 2024-08-02 13:42 UTC)")  # eventTime + 24 h
+    assert inv.notifications[0]["subject"].startswith("[LOW] MFA due 2024-08-02 13:42 UTC: console password "
+                                                      "created for")  # eventTime + 24 h
     # The takeover check: a password created without MFA, for a user outside the admin group.
     assert aws_calls(inv) == ["iam:ListGroupsForUser", "iam:ListMFADevices", "sns:Publish"] and writes(inv) == []
 

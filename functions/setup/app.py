@@ -6,13 +6,13 @@ the daily schedule's {"converge": "scheduled"} converges when remediation is on.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
-from guardrail_core import setup
+from guardrail_core import security_hub, setup
 from guardrail_core.alerts import publish
 from guardrail_core.aws import client
 from guardrail_core.config import load_settings
+from guardrail_core.findings import now_iso
 from guardrail_core.runtime import logger, metrics
 
 
@@ -33,13 +33,15 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
             # Said through every channel still subscribed (chat, another address) and the log; a
             # pending confirmation is in the setup email's steps instead.
             logger.warning("alert subscription", extra={"status": check.status, "detail": check.detail})
-            found = check.finding(settings, datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+            found = check.finding(settings, now_iso())
             findings += [found] if found else []
         for finding in findings:
             try:
                 publish(client("sns"), settings.alert_topic_arn, finding)
             except Exception:  # the email informs; failing it must not fail the setup
                 logger.exception("setup email not sent", extra={"finding": finding.id})
+        if settings.security_hub:  # SecurityHubFindings=true; best effort, never raises
+            security_hub.import_records([security_hub.asff(f, settings) for f in findings], settings)
         return result
 
     if setup.is_custom_resource_event(event):

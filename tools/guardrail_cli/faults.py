@@ -235,9 +235,11 @@ def declared_actions(function: str, stack: Any) -> frozenset[str]:
     (adapter modules' READ_ACTIONS/WRITE_ACTIONS and the shared runtime's)."""
     import importlib
 
-    from guardrail_core import iam_baseline, inventory, runtime, setup, subscription
+    from guardrail_core import iam_baseline, inventory, runtime, security_hub, setup, subscription
 
     shared = runtime.LOG_ACTIONS | runtime.PUBLISH_ACTIONS
+    if stack.conditions["ImportToSecurityHub"]:  # every function imports what it publishes
+        shared |= security_hub.IMPORT_ACTIONS
     if function == "SetupFunction":  # converges the whole baseline, checks the trail
         return (shared | iam_baseline.READ_ACTIONS | iam_baseline.WRITE_ACTIONS | iam_baseline.ADOPTION_READ_ACTIONS
                 | setup.CLOUDTRAIL_READ_ACTIONS | inventory.INVENTORY_ACTIONS

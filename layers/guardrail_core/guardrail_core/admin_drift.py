@@ -105,11 +105,11 @@ def permanent_step(settings: Settings) -> str:
     return step + "."
 
 
-def undo_warning(settings: Settings) -> str:
+def undo_warning(settings: Settings, opens_admin: bool = True) -> str:
     """Said before any undo command: run as is, the guardrail would undo the undo."""
     return ("each command puts the drift back, and the guardrail undoes it again within a minute. First add "
             "the principal that will run it to ExemptPrincipalArns, or set AdminDriftMode=notify, and run sam "
-            "deploy; then run it. Most of these re-open admin rights without MFA.")
+            "deploy; then run it." + (" Most of these re-open admin rights without MFA." if opens_admin else ""))
 
 
 class Kind(StrEnum):
@@ -365,7 +365,8 @@ def outcome(actions: list[Action]) -> str:
     if Status.SUCCEEDED in statuses:
         return "Partly undone"
     details = " ".join(a.detail for a in actions)
-    for marker, words in (("lockout", "Held back (lockout guard)"), ("exempt", "Not undone (exempt principal)"),
+    for marker, words in (("lockout", "Held back (lockout guard)"), ("made by root", "Not undone (made by root)"),
+                          ("exempt", "Not undone (exempt principal)"),
                           ("kill switch", "Not undone (kill switch)"), ("DetachOtherAdminGrants", "Reported")):
         if marker in details:
             return words
@@ -452,7 +453,7 @@ def baseline_finding(
     return Finding.for_event(
         event, id=finding_id, severity=severity, outcome=outcome(actions), summary=done,
         what_happened=" ".join(what), actions=actions, next_steps=steps, links=links,
-        undo_warning=undo_warning(settings),
+        undo_warning=undo_warning(settings, opens_admin=severity is Severity.HIGH),
         mode=(f"{settings.mode}; {'root' if event.identity.is_root else 'exempt principal'}: report only"
               if verdict.verdict is Verdict.NOTIFY_ONLY else ""),
     )
@@ -478,7 +479,8 @@ def _baseline_steps(event: CloudTrailEvent, settings: Settings, changes: list[Ch
     if any(c.call == "update_role" for c in changes):
         steps.append("To allow longer (or shorter) admin sessions on purpose, set the stack parameter "
                      "AdminSessionSeconds (900 to 43200) and run sam deploy.")
-    steps.append(permanent_step(settings))
+    if not event.identity.is_root:  # root's changes are never undone: nothing to make permanent
+        steps.append(permanent_step(settings))
     return steps
 
 
@@ -624,7 +626,8 @@ def finish_held_back(event: CloudTrailEvent, settings: Settings, verdict: Triage
                                           if a.status is not Status.SUCCEEDED])))
     return [Finding.for_event(
         event, id="admin-group-held-back-finished", severity=Severity.MEDIUM,
-        outcome=outcome(actions), summary=f"admin rights held back on group {group} ({user} now has MFA)", who="",
-        what_happened=what, actions=actions, next_steps=steps,
+        outcome="Removed" if len(done) == len(actions) else outcome(actions),
+        summary=f"admin rights held back on group {group} ({user} now has MFA)", who="",
+        what_happened=what, actions=actions, next_steps=steps, undo_warning=undo_warning(settings),
         links=[iam_console_link("groups", group)],
     )]

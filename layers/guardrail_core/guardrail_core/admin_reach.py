@@ -99,7 +99,9 @@ def finding(settings: Settings, cause: str, *, event: CloudTrailEvent | None = N
             "signed in with MFA, so nobody can reach admin rights through it: only the root user can repair this.")
     kwargs: dict[str, Any] = {
         "id": FINDING_ID, "severity": Severity.HIGH,
-        "summary": f"Nobody in group {settings.admin_group} has MFA: no one can reach admin",
+        "summary": (f"No one can reach admin: the last MFA device in group {settings.admin_group} removed"
+                    if event is not None else f"No one can reach admin: nobody in group {settings.admin_group} "
+                                              "has MFA"),
         "what_happened": what, "next_steps": steps(settings),
         "links": [iam_console_link("groups", settings.admin_group)],
     }

@@ -42,7 +42,8 @@ def _short_outcome(outcome: str) -> str:
 
 def shorten_middle(text: str, room: int) -> str:
     """`text` in at most `room` characters: the longest names lose their middle first
-    ('group very-long-...-name'), then, if still too long, the text's own middle."""
+    ('group very-long-...-name'), then, if still too long, whole words of the text's middle
+    ('Guardrail tampered: ... on function x'); a character cut only when one word is too long."""
     if len(text) <= room:
         return text
     words = text.split(" ")
@@ -61,6 +62,22 @@ def shorten_middle(text: str, room: int) -> str:
         return out
     if room <= 3:
         return "..."[:room]
+    head_words: list[str] = []
+    tail_words: list[str] = []
+    first, last = 0, len(words) - 1
+    while first <= last:  # keep words from both ends, alternately, while "head ... tail" fits
+        grown = [*head_words, words[first]]
+        if len(" ".join([*grown, "...", *tail_words])) > room:
+            break
+        head_words, first = grown, first + 1
+        if first > last:
+            break
+        grown = [words[last], *tail_words]
+        if len(" ".join([*head_words, "...", *grown])) > room:
+            break
+        tail_words, last = grown, last - 1
+    if head_words:
+        return " ".join([*head_words, "...", *tail_words])
     head = (room - 3 + 1) // 2
     return out[:head] + "..." + out[len(out) - (room - 3 - head):]
 
@@ -69,9 +86,10 @@ def render_subject(finding: Finding, account_label: str = "") -> str:
     """'[HIGH] Undone: AdministratorAccess attached to group administrators by phoebe - 123456789012'.
 
     At most SUBJECT_LIMIT printable ASCII characters. Severity and the actor's name are never
-    cut: when the line is too long, the account goes first, then "using role ...", then the
-    outcome's parenthesis; names in the middle of what happened are shortened before any of these
-    leaves "what happened" fewer than MIN_WHAT characters.
+    cut: when the line is too long, the account goes first (it is in the body), then names in the
+    middle of what happened are shortened (then its middle words); "using role ..." and the
+    outcome's parenthesis go only when what happened would otherwise keep fewer than MIN_WHAT
+    characters.
     """
     head = f"[{finding.severity.value}] "
     what = _ascii_line(finding.summary)
@@ -84,8 +102,9 @@ def render_subject(finding: Finding, account_label: str = "") -> str:
     # Given up last to first: the outcome's reason ("notify mode": whether to act), the whole actor
     # ("phoebe, using role admin-mfa"), the account.
     candidates = [(out, by, tail) for out in dict.fromkeys(outs) for by in dict.fromkeys(bys) for tail in tails]
+    shortened = [c for c in candidates if not c[2]]  # once what happened must be shortened: no account
     for minimum in (len(what), MIN_WHAT, 8, 0):
-        for out, by, tail in candidates:
+        for out, by, tail in candidates if minimum == len(what) else shortened:
             room = SUBJECT_LIMIT - len(head) - len(out) - len(by) - len(tail)
             if room >= min(minimum, len(what)):
                 return head + out + shorten_middle(what, room) + by + tail
@@ -132,7 +151,7 @@ def render_email(finding: Finding, account_label: str = "") -> str:
             lines += _field("MFA used", who.mfa)
         lines.append("")
     lines += ["WHEN AND WHERE", f"  Time (UTC): {finding.event_time or finding.detected_at}"]
-    if finding.event_time and finding.detected_at:
+    if finding.event_time and finding.detected_at and finding.detected_at != finding.event_time:
         lines.append(f"  Judged:     {finding.detected_at}")
     lines.append(f"  Account:    {account}")
     if finding.region:

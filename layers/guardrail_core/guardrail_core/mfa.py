@@ -454,7 +454,7 @@ def judge_mfa_removed(event: CloudTrailEvent, settings: Settings, verdict: Triag
     done = any(a.status is Status.SUCCEEDED for a in actions)
     steps = enrol_steps(settings, user, self_service=not done)
     steps.insert(0, f"If neither you nor {user} did this, treat it as an attack: reset {user}'s password, deactivate "
-                    f"their access keys, and review what {actor} did in CloudTrail.")
+                    f"their access keys, and review what {who.words} did in CloudTrail.")
     if done:
         steps.append(quarantine_note(settings, user))
     return [Finding.for_event(
@@ -590,7 +590,7 @@ def judge_grace_start(event: CloudTrailEvent, settings: Settings, verdict: Triag
     deadline = grace_deadline(started, settings.mfa_grace_hours) or started
     login = event.event_name == "CreateLoginProfile"
     what_now = "got a console password" if login else f"was added to the {settings.admin_group} group"
-    short = "got a console password" if login else f"joined {settings.admin_group}"
+    short = f"console password created for {user}" if login else f"{user} added to group {settings.admin_group}"
     what = f"{who(event)} called {event.event_name}: IAM user {user} {what_now} and has no MFA device."
     if event.event_name == "AddUserToGroup":
         what += (f" Until {user} has MFA they cannot assume the admin role (it requires MFA); an administrator "
@@ -602,7 +602,7 @@ def judge_grace_start(event: CloudTrailEvent, settings: Settings, verdict: Triag
                  + (" and quarantines them." if settings.mode == QUARANTINE else "."))
         return [Finding.for_event(
             event, id="mfa-grace-started", severity=Severity.LOW,
-            summary=f"{user} {short} without MFA (enrol by {stamp(deadline)})",
+            outcome=f"MFA due {stamp(deadline)}", summary=f"{short} without MFA",
             what_happened=what, next_steps=enrol_steps(settings, user, self_service=login),
             links=_links(event, user),
         )]
@@ -614,7 +614,7 @@ def judge_grace_start(event: CloudTrailEvent, settings: Settings, verdict: Triag
         steps.append(quarantine_note(settings, user))
     return [Finding.for_event(
         event, id="user-without-mfa", severity=Severity.MEDIUM,
-        summary=f"{user} {short} without MFA (no grace period)",
+        outcome="Quarantined" if done else "MFA due now (no grace period)", summary=f"{short} without MFA",
         what_happened=what, actions=actions, next_steps=steps, links=_links(event, user),
     )]
 
@@ -676,7 +676,8 @@ def judge_mfa_enabled(event: CloudTrailEvent, settings: Settings, verdict: Triag
                    "order): the quarantine is kept")
             return [Finding.for_event(
                 event, id="mfa-quarantine-kept", severity=Severity.LOW,
-                outcome="Quarantine kept", summary=f"MFA enabled for {user}, but no MFA device now",
+                outcome="Quarantine kept", summary=f"MFA enabled for {user}, but {user} has no MFA device now",
+                who="",
                 what_happened=(f"{who(event)} called EnableMFADevice for IAM user {user}, but the "
                                f"account shows no MFA device for {user} now, so the guardrail's quarantine "
                                "policy stays attached."),

@@ -304,9 +304,11 @@ def signin_finding(event: CloudTrailEvent, settings: Settings, failures_in_windo
             what += (f" This guardrail has seen {failures_in_window} failed root sign-ins for this account within "
                      "an hour (a lower bound): someone may be guessing the password.")
     steps = if_not_you(signed_in=facts.succeeded)
-    if failed_at_mfa(facts):
-        steps.insert(0, f"Unless this was you mistyping the MFA code: change the root password now ({SIGNIN_PAGE}, "
-                        "'Root user'), and keep root's MFA device safe - it is all that stands in the way.")
+    if failed_at_mfa(facts):  # the you / not-you pair, said for a password that was right
+        steps[:2] = [f"If this was you mistyping the MFA code: nothing to do. Otherwise change the root password now "
+                     f"({SIGNIN_PAGE}, 'Root user'; use 'Forgot password' if it no longer works - the reset goes to "
+                     "the root email address, so secure that mailbox too), and keep root's MFA device safe: it is "
+                     "all that stood in the way."]
     return Finding.for_event(
         event, id="root-console-signin" if facts.succeeded else (
             "root-console-signin-failed-mfa" if failed_at_mfa(facts) else "root-console-signin-failed"),

@@ -135,24 +135,41 @@ def records_from_alerts(messages: list[dict[str, str]], settings: Settings) -> l
     return records
 
 
-def import_alerts(messages: list[dict[str, str]], settings: Settings, count: Callable[[str], None]) -> int:
+def import_alerts(messages: list[dict[str, str]], settings: Settings,
+                  count: Callable[[str], None] | None = None) -> int:
     """Best effort, never raises: with SecurityHubFindings=true, import each alert's finding
     (BatchImportFindings); a redelivery imports the same Id again, so Security Hub updates the
-    record instead of adding one. Failures are logged and counted (`count("SecurityHubImportFailed")`):
-    the email is the alert. Returns how many records Security Hub accepted."""
+    record instead of adding one. See import_records."""
     if not settings.security_hub or not messages:
         return 0
-    from guardrail_core.aws import client, error_code
-    from guardrail_core.runtime import logger
+    return import_records(records_from_alerts(messages, settings), settings, count)
 
-    records = records_from_alerts(messages, settings)
+
+def import_records(records: list[dict[str, Any]], settings: Settings,
+                   count: Callable[[str], None] | None = None) -> int:
+    """Best effort, never raises (SecurityHubFindings=true only): failures are logged and counted
+    (`count("SecurityHubImportFailed")`, by default the runtime's metric): the email is the alert.
+    Returns how many records Security Hub accepted."""
+    if not settings.security_hub or not records:
+        return 0
+    from guardrail_core.aws import client, error_code
+    from guardrail_core.runtime import logger, metrics
+
+    def counted(name: str) -> None:
+        if count is not None:
+            count(name)
+        else:
+            from aws_lambda_powertools.metrics import MetricUnit
+
+            metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+
     try:
         imported, errors = import_findings(client("securityhub"), records)
     except Exception as exc:  # Security Hub not enabled, AccessDenied, throttled past the client's retries
         logger.warning("Security Hub import failed", extra={"error": f"{error_code(exc)}: {exc}"})
-        count("SecurityHubImportFailed")
+        counted("SecurityHubImportFailed")
         return 0
     if errors:
         logger.warning("Security Hub refused findings", extra={"errors": errors[:10]})
-        count("SecurityHubImportFailed")
+        counted("SecurityHubImportFailed")
     return imported

@@ -297,6 +297,13 @@ def tamper_finding(event: CloudTrailEvent, settings: Settings, thing: Touched) -
             f"CloudFormation. Why it matters: {_WHY.get(thing.kind, 'the guardrail may stop working')}.")
     if thing.kind == "stack":
         summary = f"Guardrail stack {thing.name}: {action}"
+    elif thing.kind == "function given a guardrail role":
+        function, _, role = thing.name.partition(", role ")
+        summary = f"Guardrail role {short_name(role, settings)} given to function {function}"
+    elif thing.kind == "alert topic" and thing.name.count(":") >= 6:  # a subscription of the topic
+        summary = f"Guardrail tampered: {action} on an alert subscription"
+    elif thing.kind in ("alert topic", "alert key"):  # one of each: its name says nothing more
+        summary = f"Guardrail tampered: {action} on the {thing.kind}"
     else:
         summary = f"Guardrail tampered: {action} on {thing.kind} {short_name(thing.name, settings)}"
     links = [f"https://{settings.region}.console.aws.amazon.com/cloudformation/home?region={settings.region}#/stacks"]

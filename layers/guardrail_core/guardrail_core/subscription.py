@@ -82,6 +82,7 @@ class SubscriptionCheck:
                  f"See the subscriptions: aws sns list-subscriptions-by-topic --topic-arn {settings.alert_topic_arn}"]
         return Finding(id="alert-subscription", severity=severity, summary=summary, account_id=settings.account_id,
                        region=settings.region, what_happened=self.detail, event_time=now, actions=self.actions,
+                       mode="setup: repaired in every mode",
                        next_steps=steps if self.status != "failed" else [self.detail, *steps[1:]])
 
 

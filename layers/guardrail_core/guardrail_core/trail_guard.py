@@ -450,7 +450,7 @@ def judge_stop(c: Context) -> list[Finding]:
     if others:
         return [c.finding(
             id="trail-stopped", severity=Severity.MEDIUM,
-            summary=f"CloudTrail trail {c.trail.short} was stopped (another trail still covers the account)",
+            summary=f"CloudTrail trail {c.trail.short} stopped; another trail covers the account",
             what_happened=who + " It recorded management events, now delivered to its bucket no more."
                           + still_covered(others),
             actions=actions,
@@ -497,7 +497,7 @@ def judge_delete(c: Context) -> list[Finding]:
     if covers and mine is None:
         return [c.finding(
             id="trail-deleted", severity=Severity.LOW,
-            summary=f"CloudTrail trail {c.trail.short} was deleted (another trail still covers the account)",
+            summary=f"CloudTrail trail {c.trail.short} deleted; another trail covers the account",
             what_happened=who + still_covered(covers) + " Whatever the deleted trail recorded besides (data events, "
                                 "a copy in its own bucket) is no longer recorded.",
             next_steps=[f"Only if you still need what {c.trail.short} recorded: " + recreate_step(c.trail)],
@@ -544,7 +544,7 @@ def judge_selectors(c: Context) -> list[Finding]:
     return [c.finding(
         id="trail-selectors-narrowed", severity=Severity.LOW if others else cover.severity,
         summary=f"CloudTrail trail {c.trail.short} no longer records all management events"
-        + (" (another trail covers the account)" if others else ""),
+        + ("; another trail covers the account" if others else ""),
         what_happened=(f"{c.actor_start} changed the event selectors of trail {c.trail.short} ({c.trail.region}) at "
                        f"{c.when}. Now " + "; ".join(gaps) + "." + (still_covered(others) if others else
                        " No other trail logs every region's management events.")),

@@ -73,11 +73,11 @@ def test_a_role_bob_can_assume_that_gets_administrator_access_is_caught_and_deta
     assert account_state() == before
     assert iam_writes(inv) == ["DetachRolePolicy"]
     subject, email = one_email(inv)
-    assert subject.startswith("[HIGH] Undone: AdministratorAccess attached to role ops-automation by user phoebe")
+    assert subject.startswith("[HIGH] Undone: AdministratorAccess attached to role ops-automation by phoebe")
     for text in ("role ops-automation (which user bob can assume without MFA) holds admin rights",
                  "[DONE] Detach AdministratorAccess from role ops-automation",
                  "To undo: aws iam attach-role-policy --role-name ops-automation",
-                 "treat arn:aws:iam::123456789012:user/phoebe as compromised"):
+                 "treat IAM user phoebe as compromised"):
         assert text in email, text
 
 

@@ -6,11 +6,13 @@ import json
 import string
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from guardrail_cli.testing import envelope
-from guardrail_core import alerts
+from guardrail_core import alerts, aws, runtime, security_hub
+from guardrail_core.config import Settings
 from guardrail_core.events import parse_event
 from guardrail_core.findings import Action, Actor, Finding, Severity, Status
 
@@ -192,3 +194,61 @@ def test_publish_sends_subject_and_both_renderings() -> None:
     body = json.loads(sent[0]["Message"])
     assert body["email"] == alerts.render_email(finding)
     assert json.loads(body["default"])["guardrail_finding"]["id"] == finding.id
+
+
+# --- Security Hub: best effort, from what was published ---------------------------------------------
+
+HUB_ON = Settings(account_id="123456789012", region="us-east-1", security_hub=True)
+
+
+class FakeHub:
+    def __init__(self, fail: Exception | None = None, refuse: bool = False) -> None:
+        self.fail, self.refuse, self.sent = fail, refuse, list[list[dict[str, Any]]]()
+
+    def batch_import_findings(self, Findings: list[dict[str, Any]]) -> dict[str, Any]:  # boto3 names it Findings
+        if self.fail:
+            raise self.fail
+        self.sent.append(Findings)
+        if self.refuse:
+            return {"SuccessCount": 0, "FailedCount": len(Findings),
+                    "FailedFindings": [{"Id": f["Id"], "ErrorCode": "InvalidInput", "ErrorMessage": "no"}
+                                       for f in Findings]}
+        return {"SuccessCount": len(Findings), "FailedCount": 0, "FailedFindings": []}
+
+
+def test_security_hub_import_is_off_unless_the_parameter_is_true(monkeypatch: pytest.MonkeyPatch) -> None:
+    hub = FakeHub()
+    monkeypatch.setattr(aws, "client", lambda name: hub)
+    message = alerts.sns_message(sample_finding())
+    assert security_hub.import_alerts([message], Settings(account_id="123456789012")) == 0
+    assert hub.sent == []
+    assert security_hub.import_alerts([message], HUB_ON) == 1
+    (batch,) = hub.sent
+    assert batch[0]["Id"] == "account-guardrail/123456789012/admin-group-policy-attached/" + RECORD["eventID"]
+    assert batch[0]["Title"] == sample_finding().headline
+
+
+@pytest.mark.parametrize("hub", [FakeHub(fail=RuntimeError("Security Hub is not enabled")), FakeHub(refuse=True)])
+def test_a_refused_or_failed_import_is_counted_never_raised(hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    counted: list[str] = []
+    monkeypatch.setattr(aws, "client", lambda name: hub)
+    assert security_hub.import_alerts([alerts.sns_message(sample_finding())], HUB_ON, counted.append) == 0
+    assert counted == ["SecurityHubImportFailed"]
+
+
+def test_a_clipped_alert_still_imports_what_it_kept() -> None:
+    finding = sample_finding()
+    finding.what_happened = "x" * 300_000  # hostile input echoed: the SNS message is clipped
+    message = runtime.render_alerts([finding], Settings(account_id="123456789012"))[0]
+    assert json.loads(json.loads(message["Message"])["default"])["guardrail_finding"]["clipped"] is True
+    (record,) = security_hub.records_from_alerts([message], HUB_ON)
+    assert record["Severity"]["Label"] == "HIGH" and record["GeneratorId"].endswith(finding.id)
+    assert record["Description"] == finding.summary  # the brief keeps the summary
+
+
+def test_the_same_event_gives_the_same_record_id_and_another_event_another() -> None:
+    first = security_hub.asff(sample_finding(), HUB_ON)
+    again = security_hub.asff(sample_finding(), HUB_ON)
+    other = sample_finding()
+    other.event_id = "3f1e2d4c-0000-4000-8000-000000000002"
+    assert first["Id"] == again["Id"] != security_hub.asff(other, HUB_ON)["Id"]

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_golden import load_schema, schema_errors
 
 from guardrail_cli.testing import envelope
 from guardrail_core import alerts, aws, runtime, security_hub
@@ -240,7 +241,9 @@ def test_a_clipped_alert_still_imports_what_it_kept() -> None:
     finding = sample_finding()
     finding.what_happened = "x" * 300_000  # hostile input echoed: the SNS message is clipped
     message = runtime.render_alerts([finding], Settings(account_id="123456789012"))[0]
-    assert json.loads(json.loads(message["Message"])["default"])["guardrail_finding"]["clipped"] is True
+    default = json.loads(json.loads(message["Message"])["default"])
+    assert default["guardrail_finding"]["clipped"] is True
+    assert schema_errors(default, load_schema("finding.schema.json")) == []  # still the documented shape
     (record,) = security_hub.records_from_alerts([message], HUB_ON)
     assert record["Severity"]["Label"] == "HIGH" and record["GeneratorId"].endswith(finding.id)
     assert record["Description"] == finding.summary  # the brief keeps the summary

@@ -141,6 +141,8 @@ def test_resources_are_exact_wherever_iam_allows(function: str, params: str) -> 
                                "iam:AttachRolePolicy")},
         **{a: {policy} for a in ("iam:CreatePolicy", "iam:CreatePolicyVersion", "iam:DeletePolicyVersion")},
         **{a: groups for a in ("iam:CreateGroup", "iam:AttachGroupPolicy")},
+        # SecurityHubFindings=true: the account's own product only (findings it imports for itself).
+        "securityhub:BatchImportFindings": {f"arn:aws:securityhub:{REGION}:{ACCOUNT_ID}:product/{ACCOUNT_ID}/default"},
     }
     detach_elsewhere = function == "AdminDriftFunction" and s.conditions["DetachOtherAdmin"]
     if not detach_elsewhere:  # otherwise admin grants are removed from any user or group
@@ -158,6 +160,7 @@ def test_resources_are_exact_wherever_iam_allows(function: str, params: str) -> 
                                    f"arn:aws:sns:{REGION}:{ACCOUNT_ID}:", f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:",
                                    f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:", f"arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:",
                                    f"arn:aws:logs:{REGION}:{ACCOUNT_ID}:",
+                                   f"arn:aws:securityhub:{REGION}:{ACCOUNT_ID}:product/{ACCOUNT_ID}/",
                                    f"arn:aws:events:*:{ACCOUNT_ID}:rule/account-guardrail-")), \
             f"{function}: {action} on {arn}"
         # Attaching a policy is only ever the one policy the guardrail may attach.
@@ -167,6 +170,9 @@ def test_resources_are_exact_wherever_iam_allows(function: str, params: str) -> 
         if action == "iam:AttachGroupPolicy":
             only_assume = {"ArnEquals": {"iam:PolicyARN": policy}}
             assert all(st["Condition"] == only_assume for st in statements), function
+        if action == "securityhub:BatchImportFindings":  # and only into this account
+            only_here = {"StringEquals": {"securityhub:TargetAccount": ACCOUNT_ID}}
+            assert all(st["Condition"] == only_here for st in statements), function
         if action == "iam:AttachUserPolicy":
             assert all(st["Condition"] == {"ArnEquals": {"iam:PolicyARN": quarantine}} for st in statements), function
 

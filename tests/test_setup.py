@@ -419,7 +419,8 @@ def test_a_member_enabling_mfa_finishes_the_held_back_removal_within_the_event(e
     assert iam_writes(admin_run) == ["iam:DetachGroupPolicy"]
     assert_in_baseline(iam)
     (email,) = admin_run.notifications
-    assert email["subject"].startswith("[MEDIUM] Undone: admin rights kept on group administrators until a member")
+    assert email["subject"].startswith("[MEDIUM] Removed: admin rights held back on group administrators "
+                                       "(phoebe now has MFA)")
     assert "An MFA device was enabled for user phoebe" in email["message"]
     assert "aws iam attach-group-policy --group-name administrators" in email["message"]  # the undo
 

@@ -490,3 +490,121 @@ def test_the_alerts_topic_lets_alarms_publish() -> None:
     key = STACK.resolve(STACK.resources["AlertKey"]["Properties"]["KeyPolicy"])["Statement"]
     assert any(s["Principal"] == {"Service": "cloudwatch.amazonaws.com"} and "kms:Decrypt" in s["Action"] for s in key)
 
+
+
+# --- 5. a transient refusal of a WRITE fails the run; findings survive the run that made them ----
+
+
+@pytest.mark.parametrize("account", SCENARIOS, indirect=True)
+def test_write_throttled_past_the_retries_fails_the_run_never_reports_failed(
+        account: tuple[LocalGuardrail, Remediation], fast_retries: None) -> None:
+    """Issue 13, item 2: throttling or a 5xx on the remediation write is retried by Lambda, like a read."""
+    local, scenario = account
+    event = scenario.drift()
+    service, operation = scenario.write.split(":")
+    for code, status in (("Throttling" if service == "iam" else "ThrottlingException", 400),
+                         ("ServiceUnavailable", 503)):
+        with http_errors({f"{service}.{operation}": (code, status)}, times=6):
+            first = local.invoke(scenario.function, event)
+        assert first.error is not None and not scenario.fixed()  # the run fails: Lambda retries it
+        assert publishes(first) == 0  # no "[FAILED]" email for what a retry can fix
+    retry = local.invoke(scenario.function, event)
+    assert retry.error is None and writes(retry) == [scenario.write] and scenario.fixed()
+    assert [a["status"] for a in retry.actions if a["status"] != "skipped"] == ["succeeded"]
+
+
+class Killed(BaseException):
+    """Lambda's timeout: the process stops, nothing after the write runs (no except clause sees it)."""
+
+
+@contextlib.contextmanager
+def killed_after(operation: str) -> Iterator[None]:
+    from botocore.client import BaseClient
+
+    original = BaseClient._make_api_call  # type: ignore[attr-defined]
+
+    def dies(self: Any, op: str, params: dict[str, Any]) -> Any:
+        answer = original(self, op, params)
+        if op == operation:
+            raise Killed(op)
+        return answer
+
+    BaseClient._make_api_call = dies  # type: ignore[method-assign,attr-defined]
+    try:
+        yield
+    finally:
+        BaseClient._make_api_call = original  # type: ignore[method-assign,attr-defined]
+
+
+def _lapse_in_progress_records() -> None:
+    """What the function's timeout does to a killed run's record: it lapses, so the retry judges afresh."""
+    table = dynamodb_backends[ACCOUNT_ID][REGION].get_table(TABLE)
+    for item in table.all_items():
+        if "in_progress_expiration" in item.attrs:
+            item.attrs["in_progress_expiration"].value = "0"
+
+
+def _email(inv: Any) -> tuple[str, str]:
+    (note,) = inv.notifications
+    return note["subject"], " ".join(note["message"].split())
+
+
+@pytest.mark.parametrize("account", SCENARIOS[:1], indirect=True)
+def test_a_run_killed_after_its_write_still_reports_who_did_what(
+        account: tuple[LocalGuardrail, Remediation]) -> None:
+    """Issue 13, item 3: the retry finds the account compliant and still tells the owner."""
+    local, scenario = account
+    event = scenario.drift()
+    with killed_after("DetachGroupPolicy"), pytest.raises(Killed):
+        local.invoke(scenario.function, event)
+    assert scenario.fixed()  # the write took effect; nobody was told
+    _lapse_in_progress_records()
+
+    retry = local.invoke(scenario.function, event)
+
+    assert retry.error is None and writes(retry) == []
+    subject, text = _email(retry)
+    assert subject.startswith("[HIGH] Undone:") and "by user bob" in subject
+    assert "AdministratorAccess" in subject
+    assert "An earlier attempt of the guardrail started judging this event" in text
+    assert "admin rights could be had without the MFA-protected role admin-mfa" in text
+
+
+@pytest.mark.parametrize("account", SCENARIOS[:1], indirect=True)
+def test_a_drift_closed_before_it_is_judged_is_reported_with_its_window(
+        account: tuple[LocalGuardrail, Remediation]) -> None:
+    """Issue 13, item 4: attach, then detach before the guardrail reads: admin was open; say so."""
+    local, scenario = account
+    event = scenario.drift()
+    boto3.client("iam").detach_group_policy(GroupName="administrators", PolicyArn=ADMINISTRATOR_ACCESS)
+
+    inv = local.invoke(scenario.function, event)
+
+    assert inv.error is None and writes(inv) == []
+    subject, text = _email(inv)
+    assert subject.startswith("[HIGH] Closed before judged:") and "bob (IAMUser) made this change" in text
+    assert f"It was open from {event['detail']['eventTime']} until, at the latest," in text
+
+
+@pytest.mark.parametrize("account", SCENARIOS[:1], indirect=True)
+def test_two_drifts_of_one_group_in_quick_succession_name_both_actors(
+        account: tuple[LocalGuardrail, Remediation]) -> None:
+    """Issue 13, item 5: the first run fixes both; the second actor is still named, in its own email."""
+    local, _ = account
+    iam = boto3.client("iam")
+    iam.attach_group_policy(GroupName="administrators", PolicyArn=ADMINISTRATOR_ACCESS)
+    first_event = iam_event("AttachGroupPolicy", {"groupName": "administrators", "policyArn": ADMINISTRATOR_ACCESS},
+                            actor="bob")
+    iam.put_group_policy(GroupName="administrators", PolicyName="everything", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+    second_event = iam_event("PutGroupPolicy", {"groupName": "administrators", "policyName": "everything",
+                                                "policyDocument": "{}"}, actor="mallory")
+
+    first = local.invoke("AdminDriftFunction", first_event)
+    second = local.invoke("AdminDriftFunction", second_event)
+
+    assert sorted(writes(first)) == ["iam:DeleteGroupPolicy", "iam:DetachGroupPolicy"]  # both fixed at once
+    assert writes(second) == []
+    assert "bob (IAMUser) made this change" in _email(first)[1]
+    subject, text = _email(second)
+    assert "Closed before judged" in subject and "mallory (IAMUser) made this change" in text

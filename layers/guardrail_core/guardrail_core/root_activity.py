@@ -26,7 +26,7 @@ from enum import StrEnum
 from functools import cache
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from guardrail_core.alerts import cloudtrail_link
 from guardrail_core.aws import client, error_code
@@ -170,8 +170,9 @@ def account_alias() -> str:
     """The account alias for the email, '' when there is none or it cannot be read (cached either way)."""
     try:
         aliases = client("iam").list_account_aliases().get("AccountAliases") or []
-    except ClientError as exc:
-        logger.warning("account alias not read: emails show the account id only", extra={"error": error_code(exc)})
+    except (ClientError, BotoCoreError) as exc:  # a timeout or a refusal: the alert goes out without the alias
+        logger.warning("account alias not read: emails show the account id only",
+                       extra={"error": error_code(exc) if isinstance(exc, ClientError) else type(exc).__name__})
         return ""
     return str(aliases[0]) if aliases and isinstance(aliases[0], str) else ""
 

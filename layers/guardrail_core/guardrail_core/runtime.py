@@ -308,8 +308,16 @@ def process_event(
 
 
 def record_key(event: CloudTrailEvent) -> str:
-    """The duplicate-protection key: the CloudTrail record (account + eventID), else the envelope id."""
-    return f"{event.event_account}:{event.event_id}" if event.event_id else event.id
+    """The duplicate-protection key: the CloudTrail record, else the envelope id.
+
+    A record is its account and `eventID` (a GUID CloudTrail gives each event: "eventID", CloudTrail
+    record contents, AWS CloudTrail User Guide), with its name and time, which a copy delivered in
+    another envelope (forwarded between buses, redelivered) keeps, and which keep records told apart
+    whose eventID was anonymised or reused by whoever published them.
+    """
+    if not event.event_id:
+        return event.id
+    return f"{event.event_account}:{event.event_id}:{event.event_name}:{event.event_time}"
 
 
 INTENT_PREFIX = f"{__name__}.intent"

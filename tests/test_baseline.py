@@ -83,7 +83,7 @@ def test_removals_come_last_and_are_blocked_without_an_mfa_member() -> None:
     assert observed.group is not None and observed.role is not None
     observed.group.attached = [PolicyRef("AdministratorAccess", ADMINISTRATOR_ACCESS_ARN)]
     observed.group.inline = ["everything"]
-    observed.group.mfa_checked = True
+    observed.group.path_gap = "no member of group administrators has an MFA device"
     observed.role.trust = trust()
 
     changes = baseline.plan(observed, SETTINGS)

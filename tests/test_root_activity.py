@@ -106,10 +106,13 @@ def severities(inv: Invocation) -> list[str]:
     return [f["severity"] for f in inv.findings]
 
 
-def with_id(event: dict[str, Any], suffix: str) -> dict[str, Any]:
-    """The same event delivered as another one (a new EventBridge id: idempotency does not replay it)."""
+def with_id(event: dict[str, Any], suffix: str, *, new_record: bool = True) -> dict[str, Any]:
+    """Another event like this one (new EventBridge id and CloudTrail eventID: not a duplicate delivery);
+    with `new_record=False`, the same record delivered again in another envelope (a duplicate)."""
     copied = copy.deepcopy(event)
     copied["id"] = f"{event['id']}-{suffix}"
+    if new_record:
+        copied["detail"]["eventID"] = f"{event['detail'].get('eventID', '')}-{suffix}"
     return copied
 
 
@@ -163,7 +166,7 @@ def test_real_root_signins_get_the_severity_their_record_calls_for(
         guardrail: LocalGuardrail, monkeypatch: pytest.MonkeyPatch) -> None:
     for file, expected in ROOT_SIGNINS.items():
         monkeypatch.setattr(root_activity, "_failures", FailureWindow())  # judged alone
-        event = envelope(retarget(corpus_record(file)))
+        event = envelope(dict(retarget(corpus_record(file)), eventID=file))  # samples reuse eventIDs
         assert routed_here(guardrail, event), file
         inv = guardrail.invoke(FUNCTION, event)
         assert inv.error is None, (file, inv.error)
@@ -178,7 +181,7 @@ def test_non_root_signins_handed_to_the_handler_anyway_give_nothing(guardrail: L
     for file, record in corpus_records("ConsoleLogin"):
         if file in ROOT_SIGNINS:
             continue
-        inv = guardrail.invoke(FUNCTION, envelope(retarget(record)))
+        inv = guardrail.invoke(FUNCTION, envelope(dict(retarget(record), eventID=str(record.get("eventID")) + file)))
         assert inv.error is None and inv.findings == [] and publishes(inv) == 0, file
         assert iam_calls(inv) == [], file
 
@@ -193,7 +196,7 @@ def test_real_root_api_calls(guardrail: LocalGuardrail) -> None:
     }
     emails, calls = {}, []
     for file, (finding_id, severity) in expected.items():
-        inv = guardrail.invoke(FUNCTION, envelope(retarget(corpus_record(file))))
+        inv = guardrail.invoke(FUNCTION, envelope(dict(retarget(corpus_record(file)), eventID=file)))
         assert inv.error is None, inv.error
         assert [(f["id"], f["severity"]) for f in inv.findings] == [(finding_id, severity)], file
         calls.append(aws_calls(inv))
@@ -300,8 +303,10 @@ def test_third_failed_root_signin_within_an_hour_is_high(guardrail: LocalGuardra
     ids = ["f1", "f2", "f2", "f3", "f4"]  # f2 delivered twice under two EventBridge ids
     runs = []
     for n, (when, event_id) in enumerate(zip(times, ids, strict=True)):
-        runs.append(guardrail.invoke(FUNCTION, with_id(failed_signin(when, event_id), str(n))))
+        runs.append(guardrail.invoke(FUNCTION, with_id(failed_signin(when, event_id), str(n), new_record=False)))
+    # The second f2 is the same CloudTrail record: judged once, emailed once (its stored result is replayed).
     assert [severities(inv) for inv in runs] == [["MEDIUM"], ["MEDIUM"], ["MEDIUM"], ["HIGH"], ["MEDIUM"]]
+    assert [publishes(inv) for inv in runs] == [1, 1, 0, 1, 1]
     assert runs[3].notifications[0]["subject"].startswith("[HIGH] 3 failed root sign-ins within an hour")
     assert all(iam_calls(inv) == [] for inv in runs[1:])
 

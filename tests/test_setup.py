@@ -269,7 +269,7 @@ def test_an_error_answers_failed_once_with_a_readable_reason(
         raise ClientError({"Error": {"Code": "AccessDenied", "Message": "not allowed iam:ListAttachedGroupPolicies"}},
                           "ListAttachedGroupPolicies")
 
-    monkeypatch.setattr("guardrail_core.iam_baseline.read", denied)
+    monkeypatch.setattr("guardrail_core.lockout.read_facts", denied)
 
     result = empty_account.invoke("SetupFunction", cfn_event("Create", url))
 

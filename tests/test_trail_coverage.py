@@ -47,7 +47,7 @@ def event(kind: str, trail: str, **request: Any) -> dict[str, Any]:
     files = {"StopLogging": "trail-stopped.json", "PutEventSelectors": "trail-event-selectors-narrowed.json"}
     base = load_event(EVENTS_DIR / files.get(kind, "trail-stopped.json"))
     out = copy.deepcopy(base)
-    out["id"] = f"{kind}-{trail}-{len(request)}"
+    out["id"] = out["detail"]["eventID"] = f"{kind}-{trail}-{len(request)}"  # a record of its own
     out["detail"]["eventName"] = kind
     key = "trailName" if kind == "PutEventSelectors" else "name"
     out["detail"]["requestParameters"] = {key: trail, **request}

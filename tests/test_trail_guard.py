@@ -179,7 +179,7 @@ def test_real_stop_logging_records_restart_the_trail_they_name(guardrail: LocalG
     assert f"still covered: trail {TRAIL} (all regions, home us-east-1)" in email(inv)
     ct().stop_logging(Name=TRAIL)  # now the last one
     ct().stop_logging(Name=name)
-    inv = guardrail.invoke(FUNCTION, dict(stratus, id="again"))
+    inv = guardrail.invoke(FUNCTION, dict(stratus, id="again", detail=dict(stratus["detail"], eventID="again")))
     assert found(inv) == [("trail-stopped", "CRITICAL")] and logging(name) is True
     ct().start_logging(Name=TRAIL)
     # Panther's record names the trail by ARN, homed in us-west-2: read and restarted there.
@@ -198,6 +198,7 @@ def test_refused_stop_is_quiet_unless_refused_for_permission(guardrail: LocalGua
     assert inv.findings == [] and aws_calls(inv) == []
     denied = copy.deepcopy(failed)
     denied["id"] += "-denied"
+    denied["detail"]["eventID"] += "-denied"  # another record, not a redelivery
     denied["detail"]["errorCode"] = "AccessDenied"
     inv = guardrail.invoke(FUNCTION, denied)
     assert found(inv) == [("attempt", "MEDIUM")] and aws_calls(inv) == ["sns:Publish"]
@@ -232,7 +233,7 @@ def test_stopped_then_deleted_trail_cannot_be_restarted(guardrail: LocalGuardrai
     assert found(inv) == [("trail-stopped", "LOW")] and writes(inv) == []  # the seed trail covers the account
     assert "no longer exists" in email(inv) and "aws cloudtrail create-trail" in email(inv)
     ct().stop_logging(Name=TRAIL)
-    inv = guardrail.invoke(FUNCTION, dict(stratus, id="again"))
+    inv = guardrail.invoke(FUNCTION, dict(stratus, id="again", detail=dict(stratus["detail"], eventID="again")))
     assert found(inv) == [("trail-stopped", "CRITICAL")] and writes(inv) == []
 
 
@@ -306,7 +307,7 @@ def test_selectors_are_reread_not_trusted(guardrail: LocalGuardrail) -> None:
     assert guardrail.invoke(FUNCTION, event).findings == []
     ct().put_event_selectors(TrailName=TRAIL, EventSelectors=[{"ReadWriteType": "All",
                                                                "IncludeManagementEvents": False}])
-    inv = guardrail.invoke(FUNCTION, dict(event, id="again"))
+    inv = guardrail.invoke(FUNCTION, dict(event, id="again", detail=dict(event["detail"], eventID="again")))
     assert found(inv) == [("trail-selectors-narrowed", "CRITICAL")]
     assert "no management events are recorded at all" in email(inv)
     assert [a["status"] for a in inv.actions] == ["skipped"]  # alert only: never rewritten

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -200,6 +202,49 @@ def http_errors(errors: Mapping[str, tuple[str, int]], *, times: int = 1) -> Ite
         yield failed
     finally:
         BotocoreStubber.__call__ = original  # type: ignore[method-assign]
+
+
+# --- sequential round trips ----------------------------------------------------------------------
+
+LATENCY = 0.3  # seconds added to every call: long next to moto's own time (and a busy CI), so rounds show
+
+
+@dataclass
+class Timed:
+    name: str
+    start: float
+    end: float = 0.0
+    depth: int = 0  # 1 + the depth of the latest call that ended before this one started
+
+
+@contextlib.contextmanager
+def round_trips() -> Iterator[list[Timed]]:
+    """Every AWS call in the block waits LATENCY first (as a network would) and is timed; on exit each
+    call's `depth` says in which sequential round trip it was made (1 = first)."""
+    from botocore.client import BaseClient
+
+    original = BaseClient._make_api_call  # type: ignore[attr-defined]
+    timed: list[Timed] = []
+    lock = threading.Lock()
+
+    def slow(self: Any, operation: str, params: dict[str, Any]) -> Any:
+        call = Timed(f"{self.meta.service_model.endpoint_prefix}:{operation}", time.monotonic())
+        with lock:
+            timed.append(call)
+        time.sleep(LATENCY)
+        try:
+            return original(self, operation, params)
+        finally:
+            call.end = time.monotonic()
+
+    BaseClient._make_api_call = slow  # type: ignore[method-assign,attr-defined]
+    try:
+        yield timed
+    finally:
+        BaseClient._make_api_call = original  # type: ignore[method-assign,attr-defined]
+        for call in sorted(timed, key=lambda c: c.start):
+            call.depth = 1 + max((c.depth for c in timed if c.end and c.end <= call.start), default=0)
+
 
 
 def no_backoff() -> Any:

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from functools import cache
 from typing import Any
 
-from localstack.services.events.event_rule_engine import EventPatternCompiler, EventRuleEngine
 
-_COMPILER = EventPatternCompiler()
-_ENGINE = EventRuleEngine()
+@cache
+def _engine() -> tuple[Any, Any]:
+    """(compiler, engine), imported on first use: processes that only need the moto account
+    (bench/custodian.py, in Cloud Custodian's virtualenv without localstack-core) never load it."""
+    from localstack.services.events.event_rule_engine import EventPatternCompiler, EventRuleEngine
+
+    return EventPatternCompiler(), EventRuleEngine()
 
 
 class Pattern:
@@ -23,10 +28,10 @@ class Pattern:
 
     def __init__(self, pattern: Mapping[str, Any]) -> None:
         self.source = json.loads(json.dumps(pattern))
-        self._compiled = _COMPILER.compile_event_pattern(self.source)
+        self._compiled = _engine()[0].compile_event_pattern(self.source)
 
     def matches(self, event: Mapping[str, Any]) -> bool:
-        return bool(_ENGINE.evaluate_pattern_on_event(self._compiled, json.loads(json.dumps(event))))
+        return bool(_engine()[1].evaluate_pattern_on_event(self._compiled, json.loads(json.dumps(event))))
 
 
 def moto_matches(pattern: Mapping[str, Any], event: Mapping[str, Any]) -> bool:

@@ -79,6 +79,11 @@ def _wrapper_call(self: BaseClient, operation_name: str, api_params: dict[str, A
         if _latency:
             time.sleep(_latency[-1])  # releases the GIL: calls made on other threads overlap, as on a network
         return _wrapped[-1](self, operation_name, api_params)
+    except Exception as exc:
+        if call is not None and type(exc).__name__ == "WritesRefusedError":  # stopped at the write gate:
+            for recorder in _active:  # it never left the function, so it is no call to AWS
+                recorder.calls[:] = [c for c in recorder.calls if c is not call]
+        raise
     finally:
         if call is not None:
             call.ended = time.perf_counter()

@@ -19,23 +19,28 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from guardrail_core import grants as held_rights
-from guardrail_core import iam_baseline, policy
+from guardrail_core import iam_baseline, lockout, policy
 from guardrail_core.alerts import cloudtrail_link, iam_console_link
-from guardrail_core.aws import client, is_not_found
-from guardrail_core.baseline import Change, Observed, load_document
+from guardrail_core.aws import client
+from guardrail_core.baseline import (
+    Change,
+    Observed,
+    assume_policy_document,
+    load_document,
+    same_document,
+    trust_requires_mfa,
+)
 from guardrail_core.config import Settings
 from guardrail_core.events import CloudTrailEvent, Identity
 from guardrail_core.findings import Action, Actor, Finding, Severity, Status
 from guardrail_core.iam_baseline import GROUP_INLINE, GROUP_MANAGED, POLICY, ROLE, ROLE_POLICIES
-from guardrail_core.runtime import logger
+from guardrail_core.runtime import logger, previous_attempt
 from guardrail_core.triage import Triage, Verdict
 
 IAM_SOURCE = "iam.amazonaws.com"
@@ -274,52 +279,6 @@ def what_was_done(event: CloudTrailEvent, touch: Touch) -> str:
     return phrases.get(n, f"{n} on {where}")
 
 
-def lockout_ruled_out(
-    event: CloudTrailEvent, changes: list[Change], settings: Settings, has_mfa_device: Callable[[str], bool],
-) -> str:
-    """Why undoing exactly what this event added cannot lock everyone out of admin ('' if unsure).
-
-    Holds only when every planned removal is the very policy this event put on the group (the
-    group keeps, or first regains, the assume policy), and the caller, who just had the rights to
-    change the group, keeps a way to admin afterwards:
-    - a session of a role other than the admin role, opened without MFA: its rights come from
-      the role, not from a group, and removing someone's MFA device cannot take them away;
-    - an IAM user who has an MFA device now (`has_mfa_device`: read at judging time, not taken
-      from the event, which may be minutes or hours old): if their rights came from this group
-      they are a member with an MFA device, whom the group's assume policy takes to the role;
-      if they came from elsewhere, the removal does not touch them.
-    Anything else (root, federation, sessions that needed MFA such as the admin role's, a user
-    without an MFA device) takes the guard's full reads: does any member have an MFA device now.
-    """
-    removals = [c for c in changes if c.removes_admin_path]
-    added = _added_by(event)
-    if not removals or added is None or any(_removed(c) != added for c in removals):
-        return ""
-    ident, actor = event.identity, short_actor(event.identity)
-    issuer = ident.session_issuer_arn
-    if ident.type == "AssumedRole" and ident.session_issuer_type == "Role" and issuer \
-            and not _same(issuer, settings.admin_role_arn) and not ident.mfa_authenticated:
-        return (f"{actor} acts through role {issuer}, whose rights come neither from the group nor from "
-                f"an MFA device: the caller keeps a way to admin")
-    if ident.type == "IAMUser" and ident.user_name and has_mfa_device(ident.user_name):
-        return (f"{actor} has an MFA device now: as a member they reach the role through the group's "
-                f"assume policy; otherwise the removal does not touch their rights")
-    return ""
-
-
-def _added_by(event: CloudTrailEvent) -> tuple[str, str] | None:
-    if event.event_name == "AttachGroupPolicy" and event.param("policyArn"):
-        return "detach_group_policy", event.param("policyArn").lower()
-    if event.event_name == "PutGroupPolicy" and event.param("policyName"):
-        return "delete_group_policy", event.param("policyName").lower()
-    return None
-
-
-def _removed(change: Change) -> tuple[str, str]:
-    key = "PolicyArn" if change.call == "detach_group_policy" else "PolicyName"
-    return change.call, str(change.params.get(key, "")).lower()
-
-
 def may_write(settings: Settings, verdict: Triage) -> tuple[bool, str]:
     """Whether this event's remediation may write, and otherwise why not (shown in the email)."""
     if verdict.verdict is Verdict.NOTIFY_ONLY:
@@ -503,24 +462,30 @@ def _console_link(touch: Touch, settings: Settings) -> str:
 
 
 def converge_touched(event: CloudTrailEvent, settings: Settings, verdict: Triage, touch: Touch) -> list[Finding]:
-    """Re-read the part of the baseline the event touched and converge it (setup's own code)."""
+    """Re-read the part of the baseline the event touched and converge it (setup's own code).
+
+    A policy attached to or put on the admin group leads to a removal: the lockout guard's facts
+    (which include the group's policies, the role and the assume policy) are read at once, in
+    place of the part's own read. Other events read only their part, all at once (and the
+    guard's facts only if a removal turns out to be planned).
+    """
     iam = client("iam")
-    observed = iam_baseline.read(
-        iam, settings, PARTS[event.event_name],
-        group_name=touch.name if touch.kind is Kind.GROUP else "",
-        role_name=touch.name if touch.kind is Kind.ROLE else "",
-    )
-    proof: list[str] = []
-
-    def ruled_out(changes: list[Change]) -> str:
-        reason = lockout_ruled_out(event, changes, settings, lambda user: has_mfa_device(iam, user))
-        proof.append(reason)
-        return reason
-
-    changes = iam_baseline.converge_plan(iam, settings, observed, lockout_ruled_out=ruled_out)
-    if any(proof):
-        logger.info("lockout check answered by the event itself", extra={"reason": proof[0]})
+    parts = PARTS[event.event_name]
+    if touch.kind is Kind.GROUP and event.event_name in GRANT_EVENTS:
+        facts = lockout.read_facts(iam, settings, group_name=touch.name)
+        observed = iam_baseline.observed_from(iam, settings, facts)
+        changes = iam_baseline.converge_plan(iam, settings, observed, facts=facts)
+    else:
+        observed = iam_baseline.read(iam, settings, parts, group_name=touch.name if touch.kind is Kind.GROUP else "",
+                                     role_name=touch.name if touch.kind is Kind.ROLE else "")
+        changes = iam_baseline.converge_plan(iam, settings, observed)
+    if observed.group is not None and observed.group.path_gap is not None:
+        logger.info("lockout guard", extra={"path_proven": not observed.group.path_gap,
+                                            "reason": observed.group.path_gap or "a working MFA path to admin"})
     if not changes:
+        opened = event_drift(event, touch, settings)
+        if opened:
+            return [closed_finding(event, settings, touch, opened, previous_attempt())]
         logger.info("no drift", extra={"reason": f"the {touch.kind.value} is in the baseline after "
                                                   f"{event.event_name}: nothing to report"})
         return []
@@ -551,6 +516,78 @@ def removed_verdicts(iam: Any, event: CloudTrailEvent, changes: list[Change]) ->
     return out
 
 
+def event_drift(event: CloudTrailEvent, touch: Touch, settings: Settings) -> str:
+    """The drift from the baseline this (successful) event itself made, from its parameters alone ('' if none
+    can be told): what a later reading that finds the account compliant must still report."""
+    name, request = event.event_name, event.request if isinstance(event.request, Mapping) else {}
+    done = what_was_done(event, touch)
+    if touch.kind is Kind.GROUP:
+        if name == "AttachGroupPolicy" and not _same(touch.policy_arn, settings.assume_policy_arn):
+            return done
+        if name == "PutGroupPolicy":
+            return done
+        if name == "DetachGroupPolicy" and _same(touch.policy_arn, settings.assume_policy_arn):
+            return done
+    if touch.kind is Kind.ROLE:
+        if name == "UpdateAssumeRolePolicy" and not trust_requires_mfa(event_document(event), settings):
+            return done
+        session = request.get("maxSessionDuration")
+        if name == "UpdateRole" and session is not None and str(session) != str(settings.session_seconds):
+            return done
+        if name == "DetachRolePolicy" and is_administrator_access(touch.policy_arn, settings):
+            return done
+        if name == "DeleteRole":
+            return done
+    if touch.kind is Kind.POLICY:
+        if name == "CreatePolicyVersion" and _truthy(request.get("setAsDefault")) and not same_document(
+                event_document(event), assume_policy_document(settings)):
+            return done
+        if name == "DeletePolicy":
+            return done
+    return ""
+
+
+def closed_finding(event: CloudTrailEvent, settings: Settings, touch: Touch, done: str,
+                   earlier: Mapping[str, Any] | None) -> Finding:
+    """The event's drift is gone by the time it is judged: still reported (issue 13: nothing lost).
+
+    Either an earlier attempt of the guardrail undid it and stopped before reporting (its intent
+    record says when it started), or someone closed it first (attach, then detach), or the
+    guardrail undid it while judging another event on the same object (two changes in quick
+    succession: this email names this one's actor).
+    """
+    who = Actor.from_event(event)
+    now = iam_baseline.now_utc()
+    opens_admin = event.event_name in ("AttachGroupPolicy", "PutGroupPolicy", "UpdateAssumeRolePolicy",
+                                       "CreatePolicyVersion")
+    where = f" from {event.source_ip}" if event.source_ip else ""
+    what = [f"{who.sentence} made this change: {done} "
+            f"({event.event_name}, {event.event_time or 'time unknown'}{where})."]
+    if earlier:
+        headline = "Undone"
+        what.append(f"An earlier attempt of the guardrail started judging this event at {earlier.get('started')} "
+                    "and stopped (a timeout or an error) before it could report. When this retry re-read the "
+                    f"account ({now}) the change was no longer there: the {touch.kind.value} is back in the "
+                    "baseline, most likely undone by that attempt.")
+    else:
+        headline = "Closed before judged"
+        what.append(f"It was open from {event.event_time or 'the time above'} until, at the latest, {now}, when "
+                    f"the guardrail read the account and found the {touch.kind.value} back in the baseline: "
+                    "someone undid it first, or the guardrail did while judging another change of the same "
+                    "object (its own email names that change).")
+    if opens_admin:
+        what.append(f"While it was open, admin rights could be had without the MFA-protected role "
+                    f"{settings.admin_role}.")
+    return Finding.for_event(
+        event, id="admin-drift-closed", severity=Severity.HIGH if opens_admin else Severity.MEDIUM,
+        outcome=headline, summary=done, what_happened=" ".join(what),
+        next_steps=[f"If you did not make or expect this change, treat {compromised(event)} as compromised: review "
+                    "its other recent activity in CloudTrail (especially while the change was open) and rotate "
+                    "its credentials.", permanent_step(settings)],
+        links=[cloudtrail_link(event.aws_region or event.region, event.event_id)] if event.event_id else [],
+    )
+
+
 # --- words shared by every admin-drift finding ---------------------------------------------
 
 
@@ -571,16 +608,6 @@ def compromise_step(event: CloudTrailEvent, settings: Settings) -> str:
                 "ask that administrator, and review the session's other activity in CloudTrail.")
     return (f"If you did not make or expect this change, treat {compromised(event)} as compromised: review its "
             "other recent activity in CloudTrail and rotate its credentials.")
-
-
-def has_mfa_device(iam: Any, user: str) -> bool:
-    """Does the user have an MFA device now? (False when the user is gone.)"""
-    try:
-        return bool(iam.list_mfa_devices(UserName=user).get("MFADevices"))
-    except ClientError as exc:
-        if is_not_found(exc):
-            return False
-        raise
 
 
 # --- held-back steps, finished once safe ----------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from guardrail_core import grants as held_rights
-from guardrail_core import iam_baseline, policy
+from guardrail_core import iam_baseline, lockout, policy
 from guardrail_core.admin_drift import (
     Kind,
     Touch,
@@ -28,7 +28,6 @@ from guardrail_core.admin_drift import (
     by_hand,
     compromise_step,
     event_document,
-    is_administrator_access,
     may_write,
     outcome,
     policy_name,
@@ -37,11 +36,10 @@ from guardrail_core.admin_drift import (
 )
 from guardrail_core.alerts import cloudtrail_link, iam_console_link
 from guardrail_core.aws import client, is_not_found
-from guardrail_core.baseline import Change, load_document, trust_requires_mfa
+from guardrail_core.baseline import Change, load_document
 from guardrail_core.config import Settings
 from guardrail_core.events import CloudTrailEvent
 from guardrail_core.findings import Action, Actor, Finding, Severity, Status
-from guardrail_core.iam_baseline import GROUP_MANAGED
 from guardrail_core.runtime import logger
 from guardrail_core.triage import Triage, Verdict
 
@@ -159,24 +157,10 @@ def exempt_in_group(iam: Any, settings: Settings, group: str) -> str:
 
 
 def mfa_path_gap(iam: Any, settings: Settings) -> str:
-    """What breaks the MFA path to admin now ('' when intact): group, assume policy, member with MFA, role."""
-    group = iam_baseline.read_group(iam, settings.admin_group, managed=True, inline=False)
-    if group is None:
-        return f"group {settings.admin_group} does not exist"
-    if not any(_same(p.arn, settings.assume_policy_arn) for p in group.attached or []):
-        return f"group {group.name} does not hold policy {settings.assume_policy}"
-    if iam_baseline.find_member_with_mfa(iam, group.name) is None:
-        return f"no member of group {group.name} has an MFA device"
-    role = iam_baseline.read_role(iam, settings.admin_role, policies=True)
-    if role is None:
-        return f"role {settings.admin_role} does not exist"
-    if not trust_requires_mfa(role.trust, settings):
-        return f"the trust policy of role {role.name} does not require MFA (or adds a Deny or another condition)"
-    if role.boundary:  # GetRole gives it: no extra call
-        return f"role {role.name} has a permissions boundary ({policy_name(role.boundary)}) that may block it"
-    if not any(is_administrator_access(p.arn, settings) for p in role.attached or []):
-        return f"role {role.name} does not have AdministratorAccess"
-    return ""
+    """What breaks the MFA path to admin now ('' when intact): the lockout guard's verdict on facts read
+    concurrently and bounded (`lockout.read_facts`, `lockout.admin_path`)."""
+    verdict = lockout.admin_path(lockout.read_facts(iam, settings), settings)
+    return "" if verdict.ok else verdict.reason
 
 
 def grant_finding(event: CloudTrailEvent, settings: Settings, verdict: Triage, headline: str, because: str,
@@ -344,9 +328,10 @@ def judge_policy_version(event: CloudTrailEvent, settings: Settings, verdict: Tr
     actions = remove_grants(iam, settings, verdict, grants)
     extra: list[Action] = []
     for group in admin_groups:  # the admin group holds it: baseline drift, converged with the lockout guard
-        observed = iam_baseline.read(iam, settings, {GROUP_MANAGED}, group_name=group)
+        facts = lockout.read_facts(iam, settings, group_name=group)  # the group's parts and the guard's, at once
+        observed = iam_baseline.observed_from(iam, settings, facts)
         allowed, why_not = may_write(settings, verdict)
-        extra += iam_baseline.apply(iam, iam_baseline.converge_plan(iam, settings, observed),
+        extra += iam_baseline.apply(iam, iam_baseline.converge_plan(iam, settings, observed, facts=facts),
                                     allowed=allowed, not_allowed_reason=why_not)
     because = f"Its default version now says: {judged.describe()}; and people hold it."
     return [grant_finding(event, settings, verdict, what_was_done(event, touch), because, grants, actions,

@@ -154,8 +154,9 @@ class GroupState:
     name: str
     attached: list[PolicyRef] | None = None
     inline: list[str] | None = None
-    mfa_checked: bool = False
-    member_with_mfa: str | None = None  # a member who has an MFA device
+    # The lockout guard's answer (lockout.admin_path): None not asked yet, "" a working MFA path
+    # to admin is proven, otherwise why there is none (removals are then held back).
+    path_gap: str | None = None
 
 
 @dataclass
@@ -214,7 +215,7 @@ def plan(observed: Observed, settings: Settings) -> list[Change]:
 
     Order matters for never locking the owner out: the MFA path (policy, role, group
     attachment) is built first; removals of the group's other rights come last and are
-    blocked unless a group member has an MFA device to use that path with.
+    blocked unless the lockout guard proves a working MFA path to admin (lockout.admin_path).
     """
     changes: list[Change] = []
     group_name = observed.group.name if observed.group else settings.admin_group
@@ -327,12 +328,12 @@ def plan(observed: Observed, settings: Settings) -> list[Change]:
                 undo=f"aws iam detach-group-policy --group-name {group_name} --policy-arn {policy_arn}",
             ))
         blocked = ""
-        if group is not None and group.mfa_checked and group.member_with_mfa is None:
+        if group is not None and group.path_gap:
             blocked = (
-                f"no member of group {group_name} has an MFA device, so removing the group's other rights "
-                f"would lock everyone out of admin. Enrol an MFA device for at least one member "
-                f"(IAM console > Users > the user > Security credentials > Assign MFA device), then "
-                f"update the stack or invoke the setup function again."
+                f"{group.path_gap}, so removing the group's other rights would lock everyone out of admin. "
+                f"Enrol an MFA device for at least one member of {group_name} who has a console password or "
+                f"an access key (IAM console > Users > the user > Security credentials > Assign MFA device), "
+                f"then update the stack or invoke the setup function again."
             )
         for ref in attached or []:
             if ref.arn.lower() == policy_arn.lower():

@@ -13,11 +13,19 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from guardrail_core import baseline
-from guardrail_core.aws import error_code, is_access_denied, is_not_found
+from guardrail_core import baseline, lockout
+from guardrail_core.aws import (
+    TransientError,
+    concurrently,
+    error_code,
+    is_access_denied,
+    is_not_found,
+    raise_if_transient,
+)
 from guardrail_core.baseline import Change, GroupState, Observed, PolicyRef, PolicyState, RoleState
 from guardrail_core.config import Settings
 from guardrail_core.findings import Action, Status
+from guardrail_core.lockout import Facts
 
 # Read parts (finer than plan scopes, to keep detector calls few).
 GROUP_MANAGED, GROUP_INLINE, ROLE, ROLE_POLICIES, POLICY = (
@@ -30,7 +38,7 @@ READ_ACTIONS = frozenset({
     "iam:ListAttachedGroupPolicies", "iam:ListGroupPolicies", "iam:GetGroup", "iam:ListGroups",
     "iam:ListMFADevices", "iam:GetRole", "iam:ListRoles", "iam:ListAttachedRolePolicies",
     "iam:GetPolicy", "iam:GetPolicyVersion", "iam:ListPolicyVersions", "iam:ListRolePolicies",
-})
+}) | lockout.READ_ACTIONS
 WRITE_ACTIONS = frozenset({
     "iam:CreateGroup", "iam:AttachGroupPolicy", "iam:DetachGroupPolicy", "iam:DeleteGroupPolicy",
     "iam:CreateRole", "iam:UpdateAssumeRolePolicy", "iam:UpdateRole", "iam:AttachRolePolicy",
@@ -64,18 +72,25 @@ def _group_name(iam: Any, name: str) -> str | None:
 
 
 def read_group(iam: Any, name: str, *, managed: bool, inline: bool) -> GroupState | None:
+    """The group's managed and/or inline policies (read at once), or None when it does not exist."""
     state = GroupState(name=name)
     try:
-        if managed:
-            state.attached = _attached(iam.list_attached_group_policies(GroupName=name))
-        if inline:
-            state.inline = list(iam.list_group_policies(GroupName=name).get("PolicyNames", []))
+        attached, names = concurrently([
+            (lambda: _attached(iam.list_attached_group_policies(GroupName=name))) if managed else _nothing,
+            (lambda: [str(n) for n in iam.list_group_policies(GroupName=name).get("PolicyNames", [])]) if inline
+            else _nothing,
+        ])
     except ClientError as exc:
         if not is_not_found(exc):
             raise
         real = _group_name(iam, name)
         return None if real is None or real == name else read_group(iam, real, managed=managed, inline=inline)
+    state.attached, state.inline = attached, names
     return state
+
+
+def _nothing() -> Any:
+    return None
 
 
 def _attached(response: dict[str, Any]) -> list[PolicyRef]:
@@ -83,35 +98,34 @@ def _attached(response: dict[str, Any]) -> list[PolicyRef]:
     return [PolicyRef(p["PolicyName"], p["PolicyArn"]) for p in response.get("AttachedPolicies", [])]
 
 
-def find_member_with_mfa(iam: Any, group_name: str) -> str | None:
-    """A member of the group with an MFA device (stops at the first), or None."""
-    for page in iam.get_paginator("get_group").paginate(GroupName=group_name):
-        for user in page.get("Users", []):
-            if iam.list_mfa_devices(UserName=user["UserName"]).get("MFADevices"):
-                return str(user["UserName"])
-    return None
-
-
 def read_role(iam: Any, name: str, *, policies: bool, inline: bool = False) -> RoleState | None:
+    """The role (GetRole) and, with `policies`/`inline`, its managed and inline policy names, read at once;
+    None when it does not exist."""
     try:
-        role = iam.get_role(RoleName=name)["Role"]
+        got, attached, inline_names = concurrently([
+            lambda: iam.get_role(RoleName=name)["Role"],
+            (lambda: _attached(iam.list_attached_role_policies(RoleName=name))) if policies else _nothing,
+            # one page: the admin role holds no inline policy in the baseline
+            (lambda: [str(n) for n in iam.list_role_policies(RoleName=name).get("PolicyNames", [])])
+            if inline else _nothing,
+        ])
     except ClientError as exc:
         if not is_not_found(exc):
             raise
         found = _find_case_insensitive(iam.get_paginator("list_roles").paginate(), "Roles", "RoleName", name)
-        if found is None:
+        if found is None or found["RoleName"] == name:
             return None
-        role = found
+        return read_role(iam, str(found["RoleName"]), policies=policies, inline=inline)
     state = RoleState(
-        name=role["RoleName"], arn=role["Arn"],
-        trust=baseline.load_document(role.get("AssumeRolePolicyDocument")),
-        max_session=int(role.get("MaxSessionDuration", 3600)),
-        boundary=str((role.get("PermissionsBoundary") or {}).get("PermissionsBoundaryArn", "")),
+        name=got["RoleName"], arn=got["Arn"],
+        trust=baseline.load_document(got.get("AssumeRolePolicyDocument")),
+        max_session=int(got.get("MaxSessionDuration", 3600)),
+        boundary=str((got.get("PermissionsBoundary") or {}).get("PermissionsBoundaryArn", "")),
     )
     if policies:
-        state.attached = _attached(iam.list_attached_role_policies(RoleName=state.name))
-    if inline:  # one page: the admin role holds none in the baseline
-        state.inline = [str(n) for n in iam.list_role_policies(RoleName=state.name).get("PolicyNames", [])]
+        state.attached = attached
+    if inline:
+        state.inline = inline_names
     return state
 
 
@@ -130,70 +144,132 @@ def read_policy(iam: Any, arn: str) -> PolicyState | None:
     return state
 
 
+def _versions_to_prune(iam: Any, settings: Settings, policy: PolicyState | None) -> None:
+    """A drifted assume policy is restored with a new version: list the old ones (IAM keeps five)."""
+    if policy and not baseline.same_document(policy.document, baseline.assume_policy_document(settings)):
+        versions = iam.list_policy_versions(PolicyArn=policy.arn).get("Versions", [])
+        policy.versions = [
+            v["VersionId"] for v in sorted(versions, key=lambda v: v["CreateDate"]) if not v["IsDefaultVersion"]
+        ]
+
+
 def read(iam: Any, settings: Settings, parts: Iterable[str], *, group_name: str = "", role_name: str = "") -> Observed:
-    """Read the named parts of the baseline. Names default to the configured ones."""
+    """Read the named parts of the baseline, all at once. Names default to the configured ones."""
     parts = frozenset(parts)
     scopes: set[str] = set()
     observed = Observed(read=frozenset())
+    thunks: list[Callable[[], Any]] = []
     if parts & {GROUP_MANAGED, GROUP_INLINE}:
         scopes.add(baseline.GROUP)
-        observed.group = read_group(
+        thunks.append(lambda: setattr(observed, "group", read_group(
             iam, group_name or settings.admin_group,
-            managed=GROUP_MANAGED in parts, inline=GROUP_INLINE in parts,
-        )
+            managed=GROUP_MANAGED in parts, inline=GROUP_INLINE in parts)))
     if ROLE in parts or ROLE_POLICIES in parts:
         scopes.add(baseline.ROLE)
-        observed.role = read_role(iam, role_name or settings.admin_role, policies=ROLE_POLICIES in parts,
-                                  inline=ROLE_POLICIES in parts)
+        thunks.append(lambda: setattr(observed, "role", read_role(
+            iam, role_name or settings.admin_role, policies=ROLE_POLICIES in parts, inline=ROLE_POLICIES in parts)))
     if POLICY in parts:
         scopes.add(baseline.POLICY)
-        observed.policy = read_policy(iam, settings.assume_policy_arn)
-        if observed.policy and not baseline.same_document(
-            observed.policy.document, baseline.assume_policy_document(settings)
-        ):
-            versions = iam.list_policy_versions(PolicyArn=observed.policy.arn).get("Versions", [])
-            observed.policy.versions = [
-                v["VersionId"] for v in sorted(versions, key=lambda v: v["CreateDate"]) if not v["IsDefaultVersion"]
-            ]
+
+        def policy() -> None:
+            observed.policy = read_policy(iam, settings.assume_policy_arn)
+            _versions_to_prune(iam, settings, observed.policy)
+        thunks.append(policy)
+    concurrently(thunks)
     observed.read = frozenset(scopes)
     return observed
 
 
-def converge_plan(
-    iam: Any,
-    settings: Settings,
-    observed: Observed,
-    *,
-    lockout_ruled_out: Callable[[list[Change]], str] | None = None,
-) -> list[Change]:
-    """plan(), plus the lockout guard's read when (and only when) a removal is planned.
+def observed_from(iam: Any, settings: Settings, facts: Facts) -> Observed:
+    """The whole baseline as the lockout guard's facts show it (no second read of the same thing)."""
+    observed = Observed(read=baseline.ALL_SCOPES)
+    if facts.group_attached is not None:
+        observed.group = GroupState(name=facts.group_name, attached=list(facts.group_attached),
+                                    inline=list(facts.group_inline))
+    if facts.role is not None:
+        role = facts.role
+        observed.role = RoleState(name=role.name, arn=role.arn, trust=dict(role.trust), max_session=role.max_session,
+                                  attached=list(role.attached), inline=list(role.inline), boundary=role.boundary_arn)
+    if facts.assume_document is not None:
+        observed.policy = PolicyState(name=settings.assume_policy, arn=facts.assume_policy_arn,
+                                      default_version=facts.assume_default_version,
+                                      document=dict(facts.assume_document))
+        _versions_to_prune(iam, settings, observed.policy)
+    return observed
 
-    `lockout_ruled_out`: a detector's cheaper proof that the planned removals cannot lock
-    everyone out (returns why, or '' when it cannot tell), from what its event says plus at most
-    a fact it reads now; when it answers, the guard's own reads are skipped. Setup passes none.
+
+def converge_plan(iam: Any, settings: Settings, observed: Observed, *, facts: Facts | None = None) -> list[Change]:
+    """plan(), with the lockout guard's verdict when (and only when) a removal is planned.
+
+    `facts`: the guard's facts when the caller read them already (with `observed`, concurrently);
+    otherwise they are read here, once. Parts of the baseline the caller did not read (the role,
+    the assume policy) are taken from the facts and converged too, so the plan rebuilds a broken
+    path before it removes anything (apply() skips the removals if rebuilding fails).
     """
     changes = baseline.plan(observed, settings)
-    if not any(c.removes_admin_path for c in changes):
-        return changes
-    # Taking rights away is only safe once the MFA path works: the role must exist, trust
-    # MFA only and hold AdministratorAccess. Read it when the event did not, so the plan
-    # rebuilds the path first (and apply() skips the removals if that fails).
-    if observed.role is None or observed.role.attached is None:
-        observed.role = read_role(iam, settings.admin_role, policies=True)
-        observed.read = observed.read | {baseline.ROLE}
-        changes = baseline.plan(observed, settings)
     group = observed.group
-    if group is not None and not group.mfa_checked and any(c.removes_admin_path for c in changes):
-        if lockout_ruled_out is not None and lockout_ruled_out(changes):
-            return changes
-        group.member_with_mfa = find_member_with_mfa(iam, group.name)
-        group.mfa_checked = True
-        changes = baseline.plan(observed, settings)
-    return changes
+    if group is None or group.path_gap is not None or not any(c.removes_admin_path for c in changes):
+        return changes
+    if facts is None:
+        facts = lockout.read_facts(iam, settings, group_name=group.name)
+    full = observed_from(iam, settings, facts) if observed.read != baseline.ALL_SCOPES else observed
+    if baseline.ROLE not in observed.read:
+        observed.role = full.role
+    if baseline.POLICY not in observed.read:
+        observed.policy = full.policy
+    observed.read = observed.read | {baseline.ROLE, baseline.POLICY}
+    changes = baseline.plan(observed, settings)
+    repairs = [c.call for c in changes if not c.removes_admin_path]
+    verdict = lockout.admin_path(facts, settings, repairs=repairs)
+    group.path_gap = "" if verdict.ok else verdict.reason
+    return baseline.plan(observed, settings)
 
 
 def _skip(change: Change, why: str) -> Action:
     return Action(change.name, change.target, Status.SKIPPED, detail=why)
+
+
+class RaceError(TransientError):
+    """IAM's answer to a write contradicts what was just read (eventual consistency, or a concurrent
+    change): nothing is reported as done on such an answer. Transient: the run fails and Lambda
+    retries it with a fresh read (setup converges once more)."""
+
+
+def _still_there(iam: Any, change: Change) -> bool:
+    """After NoSuchEntity on a removal: is the policy really gone? (IAM is eventually consistent.)"""
+    params = change.params
+    try:
+        if change.call == "detach_group_policy":
+            held = iam.list_attached_group_policies(GroupName=params["GroupName"]).get("AttachedPolicies", [])
+            return any(str(p["PolicyArn"]).lower() == str(params["PolicyArn"]).lower() for p in held)
+        if change.call == "delete_group_policy":
+            names = iam.list_group_policies(GroupName=params["GroupName"]).get("PolicyNames", [])
+            return params["PolicyName"] in names
+    except ClientError as exc:
+        if is_not_found(exc):
+            return False
+        raise
+    return False
+
+
+def _exists(iam: Any, change: Change) -> bool:
+    """After EntityAlreadyExists on a create the read said was missing: does it exist now?"""
+    params = change.params
+    reads: dict[str, Callable[[], Any]] = {
+        "create_group": lambda: iam.get_group(GroupName=params["GroupName"], MaxItems=1),
+        "create_role": lambda: iam.get_role(RoleName=params["RoleName"]),
+        "create_policy": lambda: iam.get_policy(PolicyArn=change.target),
+    }
+    read = reads.get(change.call)
+    if read is None:
+        return True
+    try:
+        read()
+    except ClientError as exc:
+        if is_not_found(exc):
+            return False
+        raise
+    return True
 
 
 def apply(
@@ -204,10 +280,17 @@ def apply(
     not_allowed_reason: str = "notify mode: the guardrail would make this change",
     clock: Callable[[], str] = now_utc,
 ) -> list[Action]:
-    """Make the changes in order; report each. Never raises for an AWS error.
+    """Make the changes in order; report each.
 
     If a step that builds the MFA path fails, later removals are not attempted: taking
     rights away is only safe once the path to the admin role is known to work.
+
+    Raises (so Lambda retries the event, and nothing is reported done on a doubtful answer):
+    transient errors (throttling past the client's retries, 5xx, timeouts), like reads do;
+    RaceError when IAM's answer contradicts the read (NoSuchEntity on a removal of a policy
+    still attached; EntityAlreadyExists on a create the read said was missing, whatever
+    exists now is judged afresh). Permanent refusals (AccessDenied, limits, validation)
+    become FAILED actions with what to do by hand.
     """
     actions: list[Action] = []
     path_broken = ""
@@ -227,15 +310,17 @@ def apply(
             getattr(iam, change.call)(**change.params)
             actions.append(Action(change.name, change.target, Status.SUCCEEDED, undo=change.undo, at=clock()))
         except ClientError as exc:
+            raise_if_transient(exc)
             code = error_code(exc)
             if change.removes_admin_path and is_not_found(exc):
+                if _still_there(iam, change):
+                    raise RaceError(f"{change.name}: IAM answered NoSuchEntity but it is still there") from exc
                 actions.append(Action(change.name, change.target, Status.SUCCEEDED,
                                       detail="already gone: nothing to undo", at=clock()))
                 continue
             if code == "EntityAlreadyExists":
-                actions.append(Action(change.name, change.target, Status.SUCCEEDED,
-                                      detail="already exists: adopted as it is", at=clock()))
-                continue
+                raise RaceError(f"{change.name}: IAM answered EntityAlreadyExists although it was missing when read"
+                                + ("" if _exists(iam, change) else ", and it is still missing")) from exc
             detail = f"{code}: {exc.response.get('Error', {}).get('Message', '')}".strip()
             if is_access_denied(exc):
                 detail = (f"the guardrail lacks the permission iam:{_action_name(change.call)} on "

@@ -33,7 +33,7 @@ from botocore.exceptions import ClientError
 
 from guardrail_core import admin_reach
 from guardrail_core.alerts import cloudtrail_link, iam_console_link
-from guardrail_core.aws import client, error_code, is_access_denied, is_not_found
+from guardrail_core.aws import client, error_code, is_access_denied, is_not_found, raise_if_transient
 from guardrail_core.config import QUARANTINE, Settings
 from guardrail_core.events import CloudTrailEvent, Identity
 from guardrail_core.findings import Action, Actor, Finding, Severity, Status, who
@@ -179,7 +179,7 @@ def takeover_reason(ident: Identity, settings: Settings, user: str) -> str:
         return ""
     if admin_session(ident, settings):
         return ""
-    return f"by {ident.display}, who is neither {user} nor an MFA-authenticated {settings.admin_role} session"
+    return f"with MFA, but neither as {user} nor from an MFA-authenticated {settings.admin_role} session"
 
 
 def quarantine_blocker(settings: Settings, verdict: Triage, name: str, arn: str = "") -> str:
@@ -295,6 +295,7 @@ def attach_quarantine(iam: Any, settings: Settings, user: str) -> Action:
     try:
         iam.attach_user_policy(UserName=user, PolicyArn=settings.quarantine_policy_arn)
     except ClientError as exc:
+        raise_if_transient(exc)  # throttling or a 5xx: the run fails and Lambda retries, never [FAILED]
         why = ("the guardrail lacks iam:AttachUserPolicy for this policy" if is_access_denied(exc)
                else f"{error_code(exc)}: {exc}")
         return Action(name, user, Status.FAILED, detail=f"{why}. Attach it by hand, or have an administrator "
@@ -309,6 +310,7 @@ def detach_quarantine(iam: Any, settings: Settings, user: str) -> Action:
     try:
         iam.detach_user_policy(UserName=user, PolicyArn=settings.quarantine_policy_arn)
     except ClientError as exc:
+        raise_if_transient(exc)
         if is_not_found(exc):  # already detached (a duplicate delivery, or by hand)
             return Action(name, user, Status.SUCCEEDED, detail="It was already detached.", at=stamp(utc_now()))
         return Action(name, user, Status.FAILED, detail=f"{error_code(exc)}: detach it by hand: aws iam "

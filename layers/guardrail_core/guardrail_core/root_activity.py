@@ -184,8 +184,9 @@ def account_alias() -> str:
     """The account alias for the email, '' when there is none or it cannot be read (cached either way)."""
     try:
         aliases = client("iam").list_account_aliases().get("AccountAliases") or []
-    except (ClientError, BotoCoreError) as exc:  # refused, or no credentials / endpoint: the id alone will do
-        logger.warning("account alias not read: emails show the account id only", extra={"error": error_code(exc)})
+    except (ClientError, BotoCoreError) as exc:  # a timeout or a refusal: the alert goes out without the alias
+        logger.warning("account alias not read: emails show the account id only",
+                       extra={"error": error_code(exc) if isinstance(exc, ClientError) else type(exc).__name__})
         return ""
     return str(aliases[0]) if aliases and isinstance(aliases[0], str) else ""
 

@@ -11,29 +11,49 @@ that decides and acts through adapters. This module turns it into a Lambda handl
   sends the event to the failure queue; a retry re-sends only the undelivered alerts and
   never repeats the remediation.
 
-Two idempotency stages, both keyed on the event id:
+Two idempotency stages, both keyed on the CloudTrail record (account and detail.eventID;
+the EventBridge envelope id when a record has none), so a record is judged once however
+many envelopes carry it (redelivery, forwarding between buses or regions):
   act   - triage's survivors go through `judge` once; the record keeps the result AND the
           rendered alerts, so a retry can re-send them without judging again (re-judging
           would find the account already fixed and the email about the fix would be lost);
-  alert - each rendered alert is published once ("<event id>#<hash of the message>"); a
+  alert - each rendered alert is published once ("<record key>#<hash of the message>"); a
           failed publish clears its record, so only that alert is tried again.
+
+One critical path (issue 16): the act record is written WHILE the judge reads, and so is an
+"intent" record (what the event did, and that this run is judging it); the judge's first AWS
+write waits at a gate (aws.WriteGate) until both are saved, and is refused if the act record
+shows a duplicate. A run killed after its write leaves the intent behind: the retry, finding
+the account compliant, learns from `previous_attempt()` that an earlier run was acting.
 """
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
+from botocore.exceptions import ParamValidationError
 
 from guardrail_core import alerts, security_hub
-from guardrail_core.aws import client, error_code, is_access_denied, is_transient
+from guardrail_core.aws import (
+    WriteGate,
+    WritesRefusedError,
+    client,
+    error_code,
+    gated,
+    is_access_denied,
+    is_transient,
+)
 from guardrail_core.config import Settings, load_settings
 from guardrail_core.events import CloudTrailEvent, MalformedEvent, parse_event
 from guardrail_core.findings import Finding, Severity, Status, who
@@ -243,8 +263,13 @@ def act(event: CloudTrailEvent, verdict: Triage, judge: Judge, cfg: Settings) ->
     status = "handled"
     try:
         findings = judge(event, cfg, verdict)
+    except ParamValidationError as exc:  # input IAM would refuse (a name or ARN of the wrong shape)
+        logger.warning("malformed event ignored", extra={"reason": f"a request parameter IAM would refuse: {exc}"})
+        _count("MalformedEvents")
+        return {"outcome": Outcome("malformed", f"a request parameter IAM would refuse: {exc}").to_dict(),
+                "alerts": []}
     except Exception as exc:
-        if is_transient(exc):
+        if is_transient(exc) or isinstance(exc, WritesRefusedError):
             raise
         logger.exception("judge failed")
         _count("JudgeFailed")
@@ -270,15 +295,116 @@ def process_event(
     if isinstance(screened, Outcome):
         return screened.to_dict()
     event, verdict = screened
-    acted, how = _once("act", event.id, lambda: act(event, verdict, judge, cfg), cfg, context)
+    key = record_key(event)
+    acted, how = act_once(key, event, verdict, judge, cfg, context)
     if how == REPLAYED:
         logger.info("duplicate delivery: already judged, remediation not repeated")
         _count("DuplicateEvents")
     outcome: dict[str, Any] = dict(acted["outcome"])
-    outcome["published"] = deliver_alerts(list(acted["alerts"]), cfg, key=event.id, context=context)
+    outcome["published"] = deliver_alerts(list(acted["alerts"]), cfg, key=key, context=context)
     if how == REPLAYED:
         outcome["duplicate"] = True
     return outcome
+
+
+# --- one record, one judgement: the act stage, overlapped with the judge's reads -------------
+
+
+def record_key(event: CloudTrailEvent) -> str:
+    """The duplicate-protection key: the CloudTrail record, else the envelope id.
+
+    A record is its account and `eventID` (a GUID CloudTrail gives each event: "eventID", CloudTrail
+    record contents, AWS CloudTrail User Guide), with its name and time, which a copy delivered in
+    another envelope (forwarded between buses, redelivered) keeps, and which keep records told apart
+    whose eventID was anonymised or reused by whoever published them.
+    """
+    if not event.event_id:
+        return event.id
+    return f"{event.event_account}:{event.event_id}:{event.event_name}:{event.event_time}"
+
+
+INTENT_PREFIX = f"{__name__}.intent"
+_PREVIOUS: contextvars.ContextVar[Future[dict[str, Any] | None] | None] = contextvars.ContextVar(
+    "previous_attempt", default=None)
+
+
+def previous_attempt() -> dict[str, Any] | None:
+    """The intent an earlier attempt of this invocation's record left ({'started': ISO time, ...}), or None.
+
+    Call it only when deciding what to report (it waits for the intent record's write, which ran
+    concurrently with the judge's reads). None outside a protected run, or when the table failed.
+    """
+    future = _PREVIOUS.get()
+    return future.result() if future is not None else None
+
+
+def _write_intent(table: str, key: str, event: CloudTrailEvent) -> dict[str, Any] | None:
+    """Save 'this run is judging <record>' and return what an earlier attempt saved (ALL_OLD), if any."""
+    now = time.time()
+    item = {
+        "id": {"S": f"{INTENT_PREFIX}#{key}"},
+        "expiration": {"N": str(int(now) + IDEMPOTENCY_SECONDS)},
+        "started": {"S": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))},
+        "event": {"S": f"{event.event_name} by {event.identity.display} at {event.event_time}"[:1000]},
+    }
+    try:
+        old = client("dynamodb").put_item(TableName=table, Item=item, ReturnValues="ALL_OLD").get("Attributes")
+    except Exception as exc:  # the intent informs a retry; its loss must not stop the remediation
+        logger.warning("intent record not saved", extra={"error": f"{error_code(exc)}: {exc}"})
+        _count("IntentUnavailable")
+        return None
+    if not old:
+        return None
+    return {name: next(iter(value.values())) for name, value in old.items()}
+
+
+def act_once(key: str, event: CloudTrailEvent, verdict: Triage, judge: Judge, cfg: Settings,
+             context: Any = None) -> tuple[Any, str]:
+    """`act` at most once per record, with the idempotency writes off the critical path.
+
+    The judge starts at once, behind a write gate; meanwhile the act record (powertools) and the
+    intent record are written. The gate opens when the act record is ours (or the table is down:
+    act unprotected), and the first write also waits for the intent; on a duplicate it closes,
+    and the judge's reads are dropped before anything is changed.
+    """
+    if not cfg.idempotency_table:
+        return act(event, verdict, judge, cfg), RAN
+    gate = WriteGate()
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="act")
+    intent = pool.submit(_write_intent, cfg.idempotency_table, key, event)
+    gate.also_wait_for(intent)
+
+    def judged() -> dict[str, Any]:
+        _PREVIOUS.set(intent)
+        with gated(gate):
+            return act(event, verdict, judge, cfg)
+
+    judging = pool.submit(contextvars.copy_context().run, judged)
+
+    def release() -> dict[str, Any]:
+        gate.open()
+        return judging.result()
+
+    try:
+        result, how = _once("act", key, release, cfg, context)
+    except BaseException:
+        gate.close("the act record could not be taken (a duplicate in progress, or an error)")
+        _drain(judging)
+        pool.shutdown(wait=False)
+        raise
+    if how == REPLAYED:
+        gate.close("duplicate delivery: already judged")
+        _drain(judging)
+    pool.shutdown(wait=False)
+    return result, how
+
+
+def _drain(judging: Future[Any]) -> None:
+    """Let a dropped judgement finish (its writes refused at the gate); nothing of it is used."""
+    try:
+        judging.result()
+    except Exception as exc:
+        logger.info("dropped judgement ended", extra={"reason": f"{type(exc).__name__}: {exc}"[:500]})
 
 
 # --- at most once per key -------------------------------------------------------------------

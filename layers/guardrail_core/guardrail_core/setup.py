@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from guardrail_core import iam_baseline, inventory, subscription
+from guardrail_core import iam_baseline, inventory, lockout, subscription
 from guardrail_core.aws import client, error_code
 from guardrail_core.baseline import describe
 from guardrail_core.config import Settings
@@ -151,15 +151,26 @@ def request_of(event: Any, settings: Settings) -> Request:
     return Request(dry_run=bool(event.get("dry_run")))
 
 
+CONVERGE_ATTEMPTS = 2  # a second read and plan when IAM's answer contradicted the first (RaceError)
+
+
 def converge(settings: Settings, *, dry_run: bool, why_not: str = Request.why_not) -> SetupResult:
+    """Refuse to adopt look-alikes; read the whole baseline and the lockout guard's facts at once; plan; apply."""
     iam = client("iam")
     refused = iam_baseline.adoption_problems(iam_baseline.existing_entities(iam, settings), settings)
     if refused:
         return SetupResult(dry_run=dry_run, refused="; ".join(refused), trail="not checked: setup stopped")
-    observed = iam_baseline.read(iam, settings, iam_baseline.EVERYTHING)
-    changes = iam_baseline.converge_plan(iam, settings, observed)
-    result = SetupResult(dry_run=dry_run, plan=describe(changes))
-    result.actions = iam_baseline.apply(iam, changes, allowed=not dry_run, not_allowed_reason=why_not)
+    for attempt in range(CONVERGE_ATTEMPTS):
+        facts = lockout.read_facts(iam, settings)
+        observed = iam_baseline.observed_from(iam, settings, facts)
+        changes = iam_baseline.converge_plan(iam, settings, observed, facts=facts)
+        result = SetupResult(dry_run=dry_run, plan=describe(changes))
+        try:
+            result.actions = iam_baseline.apply(iam, changes, allowed=not dry_run, not_allowed_reason=why_not)
+            break
+        except iam_baseline.RaceError:
+            if attempt + 1 == CONVERGE_ATTEMPTS:
+                raise
     try:
         result.trail_ok, result.trail = check_trail(client("cloudtrail", settings.region))
     except Exception as exc:  # the trail check informs; it must not fail the setup

@@ -484,6 +484,8 @@ CASES: dict[str, Case] = {
     "baseline-setup.first-deploy": Case({}, "SetupFunction", dict, converge=False),
     "baseline-setup.held-back": Case({}, "SetupFunction", dict, _no_member_mfa, converge=False),
     "baseline-setup.failed": Case({}, "SetupFunction", dict, converge=False, errors={"CreateRole": "AccessDenied"}),
+    "admin-drift-closed.before-judged": Case(REMEDIATE, "AdminDriftFunction",
+                                             lambda: event("admin-policy-attached-to-group")),
     # --- admin paths beyond the group (policy analyzer) -------------------------------------------
     "admin-group-extra-policy.remediate": Case(REMEDIATE, "AdminDriftFunction", lambda: iam_event(
         "AttachGroupPolicy", {"groupName": "administrators",

@@ -564,7 +564,7 @@ def test_a_run_killed_after_its_write_still_reports_who_did_what(
 
     assert retry.error is None and writes(retry) == []
     subject, text = _email(retry)
-    assert subject.startswith("[HIGH] Undone:") and "by user bob" in subject
+    assert subject.startswith("[HIGH] Undone:") and "by bob" in subject
     assert "AdministratorAccess" in subject
     assert "An earlier attempt of the guardrail started judging this event" in text
     assert "admin rights could be had without the MFA-protected role admin-mfa" in text
@@ -582,7 +582,7 @@ def test_a_drift_closed_before_it_is_judged_is_reported_with_its_window(
 
     assert inv.error is None and writes(inv) == []
     subject, text = _email(inv)
-    assert subject.startswith("[HIGH] Closed before judged:") and "bob (IAMUser) made this change" in text
+    assert subject.startswith("[HIGH] Closed before judged:") and "IAM user bob made this change" in text
     assert f"It was open from {event['detail']['eventTime']} until, at the latest," in text
 
 
@@ -605,6 +605,6 @@ def test_two_drifts_of_one_group_in_quick_succession_name_both_actors(
 
     assert sorted(writes(first)) == ["iam:DeleteGroupPolicy", "iam:DetachGroupPolicy"]  # both fixed at once
     assert writes(second) == []
-    assert "bob (IAMUser) made this change" in _email(first)[1]
+    assert "IAM user bob made this change" in _email(first)[1]
     subject, text = _email(second)
-    assert "Closed before judged" in subject and "mallory (IAMUser) made this change" in text
+    assert "Closed before judged" in subject and "IAM user mallory made this change" in text

@@ -121,7 +121,8 @@ ODD_TIMES = {
     "feb-31": "2026-02-31T00:00:00Z",
     "hour-25": "2026-11-28T25:00:00Z",
     "offset-99-hours": "2026-11-28T10:00:00+99:00",
-    "not-iso": "28/11/2026 10:00",
+    "date-only": "2026-11-28",
+    "date-then-junk": "2026-11-28T10:00:00Zjunk",
 }
 # One event per detector (and the judges that compute with times: the grace period, the
 # failed root sign-in window).
@@ -166,8 +167,10 @@ def test_the_other_ways_an_odd_time_reaches_a_judge(account: LocalGuardrail, sha
     "2026-11-28T08:41:17+14:00",  # Kiribati: a real offset
     "2026-11-28 08:41:17.000000000",  # as exports (Athena, SIEMs) write it
     "2026-11-28T08:41:17.123Z",
-    "redacted",  # no digit at all: an unknown time, shown as written, never computed with
-], ids=["offset", "export-format", "milliseconds", "redacted"])
+    "redacted",  # not a date at all: an unknown time, shown as written, never computed with
+    "123456789012",  # a redacted time, as an export rewrote it
+    "28/11/2026 10:00",
+], ids=["offset", "export-format", "milliseconds", "redacted", "digits", "not-iso"])
 def test_times_aws_and_exports_do_write_are_still_judged(account: LocalGuardrail, when: str) -> None:
     inv = assert_judged_without_a_bug_email(
         account, "MfaDriftFunction", from_file("mfa-admin-group-member-added.json", eventTime=when)())

@@ -9,8 +9,8 @@ also refuses values AWS never writes, before any judge computes with them (`vali
 
 - a time that is not a CloudTrail timestamp, or outside a sane range (before 2006, when AWS
   offered its first API, or more than a day ahead of this function's clock): year 9999 or
-  year 1 would overflow the grace-period and time-window arithmetic (text with no digit at
-  all, e.g. "redacted", is an unknown time: shown as written, never computed with);
+  year 1 would overflow the grace-period and time-window arithmetic (text that does not begin
+  like a date, e.g. "redacted", is an unknown time: shown as written, never computed with);
 - in a successful IAM call, a name or ARN that IAM itself would have refused (the
   patterns and lengths of the IAM API Reference, `IAM_PARAMETERS`), and a policy document
   past IAM's size limit or nested deeper than any policy grammar allows (policy.limits_problem):
@@ -73,6 +73,7 @@ IAM_PARAMETERS: Mapping[str, re.Pattern[str]] = {
     "permissionsBoundary": re.compile(f"(?=.{{20,2048}}$){_POLICY_ARN}", re.DOTALL),
     "versionId": re.compile(r"v[1-9][0-9]{0,8}(?:\.[A-Za-z0-9-]{0,64})?"),
 }
+_DATE_LIKE = re.compile(r"\s*[+-]?\d+-")
 # CloudTrail's placeholder for the root user in root's own MFA calls (not an IAM user name).
 ROOT_USER_PLACEHOLDER = "aws root user"
 IAM_DOCUMENTS = ("policyDocument", "assumeRolePolicyDocument")
@@ -301,10 +302,10 @@ def iam_parameter_problem(name: str, value: Any) -> str:
 
 def validate(event: CloudTrailEvent, *, now: datetime | None = None) -> CloudTrailEvent:
     """The event with its `moment`, or MalformedEvent for a value AWS never writes (module docstring)."""
-    # Text with no digit at all ("redacted", as some exports write it) says nothing: an unknown
-    # time, shown as written and never computed with. Anything else must be a sane timestamp.
-    dated = any(ch.isdigit() for ch in event.event_time)
-    moment = parse_timestamp(event.event_time, now=now) if dated else None
+    # Text that does not begin like a date ("redacted", or an account id where an export redacted
+    # the time) says nothing: an unknown time, shown as written and never computed with. Anything
+    # that begins like a date must be a sane CloudTrail timestamp.
+    moment = parse_timestamp(event.event_time, now=now) if _DATE_LIKE.match(event.event_time) else None
     if event.event_source == IAM_SOURCE and not event.failed and isinstance(event.request, Mapping):
         for name, value in event.request.items():
             problem = iam_parameter_problem(name, value)

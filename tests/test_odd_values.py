@@ -326,7 +326,8 @@ def test_iam_parameter_problem_follows_the_iam_api_reference() -> None:
             "policyArn": [ADMINISTRATOR_ACCESS, "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
                           f"arn:aws-us-gov:iam::{ACCOUNT_ID}:policy/path:with/odd!chars/p"],
             "versionId": ["v1", "v12.abc-1"], "serialNumber": ["anything: not checked here"]}
-    bad = {"userName": ["", "a" * 129, "a b", "bøb", "*", 5], "groupName": ["g" * 129], "roleName": ["r" * 65],
+    bad: dict[str, list[Any]] = {
+           "userName": ["", "a" * 129, "a b", "bøb", "*", 5], "groupName": ["g" * 129], "roleName": ["r" * 65],
            "newUserName": ["n" * 65], "policyName": ["a/b"],
            "policyArn": ["arn:x", "arn:aws:iam::aws:po", f"arn:aws:iam::{ACCOUNT_ID}:role/admin-mfa",
                          "arn:aws:iam::aws:policy/" + "a" * 2048, "arn:aws:iam::aws:policy/a b"],

@@ -12,6 +12,7 @@ import boto3
 import pytest
 from moto.iam.models import iam_backends
 
+from guardrail_cli.faults import log_lines
 from guardrail_cli.local import ACCOUNT_ID, Invocation, LocalGuardrail
 from guardrail_cli.testing import EVENTS_DIR, baseline_account, inject_errors, load_event
 from guardrail_core import mfa_sweep
@@ -399,3 +400,113 @@ def test_sample_event_is_what_the_schedule_sends() -> None:
         sent = sent.replace(placeholder, value)
     assert json.loads(sent) == sample
     assert sample["resources"][0].endswith(":schedule/default/" + stack.resolve(sweep_event["Name"]))
+
+
+# --- issue 13: idempotent by run and by user, a small stored result ---------------------------------------------
+
+TABLE = "account-guardrail-idempotency"
+
+
+def iam_writes(inv: Invocation) -> list[str]:
+    return [c.name for c in inv.calls if c.kind == "write" and c.service == "iam"]
+
+
+def published(inv: Invocation) -> int:
+    """sns:Publish calls made (an injected failure is one of them)."""
+    return sum(c.name == "sns:Publish" for c in inv.calls)
+
+
+@pytest.fixture
+def quarantine() -> Iterator[tuple[LocalGuardrail, list[str]]]:
+    """Quarantine mode; three confirmed offenders past the grace period."""
+    with baseline_account({"MfaMode": "quarantine"}) as local:
+        root(mfa=True, keys=False)
+        age("bob", hours=48)
+        yield local, ["bob", *add_users("carol", 2, mfa=False)]
+
+
+def test_a_retry_after_the_digest_failed_re_sends_it_and_repeats_no_write(
+        quarantine: tuple[LocalGuardrail, list[str]]) -> None:
+    local, offenders = quarantine
+    event = load_event(EVENTS_DIR / "mfa-sweep-scheduled.json")
+    with inject_errors({"Publish": "InternalError"}, times=1) as failed:
+        first = local.invoke(FUNCTION, event)
+    assert failed == ["Publish"] and published(first) == 1  # the digest's one attempt failed
+    assert first.error is not None and "AlertDeliveryError" in first.error  # Lambda retries the run
+    assert iam_writes(first) == ["iam:AttachUserPolicy"] * 3
+    retry = local.invoke(FUNCTION, copy.deepcopy(event))
+    assert retry.error is None and retry.result["duplicate"] is True
+    assert [c.name for c in retry.calls if c.service == "iam"] == []  # not even a read: the stored result
+    assert published(retry) == 1 and len(retry.notifications) == 1
+    assert retry.result["sweep"]["quarantined"] == 3
+    flat = " ".join(retry.notifications[0]["message"].split())
+    assert all(f"[DONE] Quarantine: attach account-guardrail-mfa-required to {u}" in flat for u in offenders)
+    again = local.invoke(FUNCTION, copy.deepcopy(event))  # a third delivery: nothing at all
+    assert again.error is None and iam_writes(again) == [] and published(again) == 0
+    assert all(attached(u) == [QUARANTINE_ARN] for u in offenders)
+
+
+def test_a_run_killed_after_some_writes_is_retried_writing_only_for_the_users_not_done(
+        quarantine: tuple[LocalGuardrail, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed mid-run (Lambda's timeout, a transient error): the run's record is gone, but each
+    user's quarantine was recorded as it was made, so the retry writes for the third user only."""
+    from guardrail_core import mfa
+
+    local, offenders = quarantine
+    real = mfa.attach_quarantine
+    made: list[str] = []
+
+    def dies_at_the_third(iam: Any, settings: Any, user: str) -> Any:
+        if len(made) == 2:
+            monkeypatch.setattr(mfa, "attach_quarantine", real)  # only this run dies
+            raise TimeoutError("Task timed out")
+        made.append(user)
+        return real(iam, settings, user)
+
+    monkeypatch.setattr(mfa, "attach_quarantine", dies_at_the_third)
+    event = load_event(EVENTS_DIR / "mfa-sweep-scheduled.json")
+    first = local.invoke(FUNCTION, event)
+    assert first.error is not None and "Task timed out" in first.error
+    assert iam_writes(first) == ["iam:AttachUserPolicy"] * 2 and published(first) == 0
+    retry = local.invoke(FUNCTION, copy.deepcopy(event))
+    assert retry.error is None
+    (third,) = [c.params["UserName"] for c in retry.calls if c.name == "iam:AttachUserPolicy"]
+    assert sorted([*made, third]) == sorted(offenders)  # each user written exactly once across both runs
+    assert published(retry) == 1
+    flat = " ".join(retry.notifications[0]["message"].split())
+    assert all(f"[DONE] Quarantine: attach account-guardrail-mfa-required to {u}" in flat for u in offenders)
+
+
+def _item_bytes(item: dict[str, Any]) -> int:
+    """DynamoDB's item size: attribute names plus values, UTF-8 (Developer Guide, "Item sizes")."""
+    return sum(len(name.encode()) + len(next(iter(value.values())).encode()) for name, value in item.items())
+
+
+def test_8000_offenders_keep_the_stored_result_far_below_dynamodbs_400_kb() -> None:
+    """8,000 console users without MFA, names of 64 characters (IAM's longest), quarantine mode: the
+    run's record is saved (so a retry is still a duplicate), holds counts and the first names only,
+    and the log lists every name."""
+    names = [f"user-{i:05d}-" + "x" * 53 for i in range(8000)]
+    with baseline_account({"MfaMode": "quarantine"}) as local:
+        root(mfa=True, keys=False)
+        backend = iam_backends[ACCOUNT_ID]["global"]
+        old = datetime.now(UTC).replace(tzinfo=None) - timedelta(days=3)
+        for name in names:  # straight into moto: 16,000 API calls would take minutes
+            backend.create_user("us-east-1", name).create_date = old
+            backend.create_login_profile(name, "Correct-horse-battery-1")
+        event = load_event(EVENTS_DIR / "mfa-sweep-scheduled.json")
+        inv = sweep(local, event)
+        items = boto3.client("dynamodb").scan(TableName=TABLE)["Items"]
+        (run,) = [i for i in items if ".sweep_once#" in i["id"]["S"]]
+        assert run["status"]["S"] == "COMPLETED"
+        assert _item_bytes(run) < 200_000, _item_bytes(run)  # DynamoDB's limit is 400 KB
+        assert max(_item_bytes(i) for i in items) < 200_000
+        summary = inv.result["sweep"]
+        assert summary["offender_count"] == 8000 and summary["offenders"] == names[:mfa_sweep.MAX_STORED_NAMES]
+        assert summary["quarantined"] == mfa_sweep.MAX_CONFIRMATIONS and summary["unchecked"] == 7500
+        assert len(inv.result["actions"]) == mfa_sweep.MAX_DIGEST_ACTIONS
+        logged = [n for line in log_lines(inv, "INFO") if line["message"] == "sweep offenders" for n in line["names"]]
+        assert logged == names
+        assert len(inv.notifications) == 1 and len(inv.notifications[0]["message"].encode()) < 100_000
+        retry = sweep(local, copy.deepcopy(event))  # the record was saved: the retry is a duplicate
+        assert retry.result["duplicate"] is True and [c for c in retry.calls if c.service == "iam"] == []

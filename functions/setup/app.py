@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
+
 from guardrail_core import security_hub, setup
 from guardrail_core.alerts import publish
 from guardrail_core.aws import client
@@ -45,5 +47,25 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
         return result
 
     if setup.is_custom_resource_event(event):
+        problem = setup.custom_resource_problem(event)
+        if problem:
+            return refuse_custom_resource(event, problem)
         return setup.handle_custom_resource(event, context.get_remaining_time_in_millis, work)
     return work().to_dict()
+
+
+def refuse_custom_resource(event: Any, problem: str) -> dict[str, Any]:
+    """A malformed custom-resource request: not converged, logged and counted, answered FAILED when
+    its ResponseURL can be used (so a stack waiting on it fails at once instead of after an hour).
+    Never raises: retrying cannot fix the request."""
+    logger.error("malformed custom-resource request: nothing converged", extra={"reason": problem})
+    metrics.add_metric(name="MalformedEvents", unit=MetricUnit.Count, value=1)
+    url = setup.response_url(event)
+    if url:
+        physical_id = str(event.get("PhysicalResourceId") or "baseline-Baseline")[:1024]
+        try:
+            setup.send_cfn_response(setup.malformed_response_event(event), "FAILED",
+                                    f"Malformed custom-resource request: {problem}", {}, physical_id)
+        except Exception:  # the log line above is the record; the request cannot be answered
+            logger.exception("FAILED response to the malformed request not sent")
+    return {"status": "FAILED", "reason": f"malformed custom-resource request: {problem}"}

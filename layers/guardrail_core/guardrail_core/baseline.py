@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from guardrail_core import policy
 from guardrail_core.config import ADMINISTRATOR_ACCESS_ARN, Settings
 
 GROUP, ROLE, POLICY = "group", "role", "policy"
@@ -56,13 +57,17 @@ def assume_policy_document(settings: Settings) -> dict[str, Any]:
 
 
 def load_document(doc: Any) -> dict[str, Any]:
-    """Policy documents arrive as dicts (boto3) or JSON strings (CloudTrail)."""
-    if isinstance(doc, str):
-        try:
-            doc = json.loads(doc)
-        except ValueError:
-            return {}
-    return doc if isinstance(doc, dict) else {}
+    """Policy documents arrive as dicts (boto3) or JSON strings (CloudTrail); {} when unreadable.
+
+    Read through `policy.load`, the one place documents are parsed: a document past its limits
+    (over 131,072 characters, IAM's own maximum, or nested deeper than `policy.MAX_DEPTH`) is
+    never handed to the recursive JSON parser, so a document nested 5,000 deep is {} here, never
+    a RecursionError.
+    """
+    try:
+        return policy.load(doc)
+    except policy.DocumentError:
+        return {}
 
 
 def _as_list(value: Any) -> list[Any]:

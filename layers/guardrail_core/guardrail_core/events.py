@@ -3,19 +3,81 @@
 Input is hostile until proven otherwise: anything missing, mistyped or absurdly long
 becomes a `MalformedEvent` with a reason a person can read in the log. Retrying such an
 event cannot fix it, so handlers log it and return instead of raising.
+
+`parse_event` is the one gate every detector's input goes through (runtime.screen), so it
+also refuses values AWS never writes, before any judge computes with them (`validate`):
+
+- a time that is not a CloudTrail timestamp, or outside a sane range (before 2006, when AWS
+  offered its first API, or more than a day ahead of this function's clock): year 9999 or
+  year 1 would overflow the grace-period and time-window arithmetic (text that does not begin
+  like a date, e.g. "redacted", is an unknown time: shown as written, never computed with);
+- in a successful IAM call, a name or ARN that IAM itself would have refused (the
+  patterns and lengths of the IAM API Reference, `IAM_PARAMETERS`), and a policy document
+  past IAM's size limit or nested deeper than any policy grammar allows (policy.limits_problem):
+  IAM accepted the call, so such a value cannot be in a record AWS wrote;
+- an event nested more than MAX_EVENT_DEPTH levels (checked without recursion).
+
+A refused call (errorCode set) keeps its odd names and documents: they are often why IAM
+refused it, and the call is still news (a refused root call is an alert). Judges treat its
+request as untrusted text; its actor is the one in `userIdentity`, never assumed.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from guardrail_core import policy
 
 API_CALL = "AWS API Call via CloudTrail"
 CONSOLE_SIGN_IN = "AWS Console Sign In via CloudTrail"
 SCHEDULED = "Scheduled Event"
 KNOWN_DETAIL_TYPES = frozenset({API_CALL, CONSOLE_SIGN_IN})
 MAX_FIELD_CHARS = 2048  # longer identity fields are truncated for display, never trusted for decisions
+IAM_SOURCE = "iam.amazonaws.com"
+
+# --- what AWS can write (validate) --------------------------------------------------------------
+
+# Times: CloudTrail's eventTime is ISO 8601 UTC ("2026-11-28T09:14:52Z"; CloudTrail User Guide,
+# "CloudTrail record contents"). Exports (Athena, SIEMs) write a space and up to nine fraction
+# digits; both are read. Anything else, and any time outside [EARLIEST_TIME, now + FUTURE_SLACK],
+# is refused.
+EARLIEST_TIME = datetime(2006, 1, 1, tzinfo=UTC)
+FUTURE_SLACK = timedelta(days=1)
+_TIMESTAMP = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:?\d{2})?", re.ASCII)
+
+# Request parameters of IAM calls, as the IAM API Reference constrains them (docs.aws.amazon.com/
+# IAM/latest/APIReference/, e.g. API_AttachUserPolicy.html, API_AttachGroupPolicy.html,
+# API_AttachRolePolicy.html, API_PutUserPolicy.html, API_SetDefaultPolicyVersion.html,
+# API_PutUserPermissionsBoundary.html; the same constraints are in botocore's IAM model):
+#   UserName   [\w+=,.@-]+, 1-64 (userNameType) or 1-128 (existingUserNameType): 128 here;
+#   GroupName  [\w+=,.@-]+, 1-128;  RoleName [\w+=,.@-]+, 1-64;  PolicyName [\w+=,.@-]+, 1-128;
+#   PolicyArn, PermissionsBoundary: an ARN of 20-2048 characters (arnType; botocore refuses a
+#              shorter one before sending, with ParamValidationError); IAM accepts only a policy ARN;
+#   VersionId  v[1-9][0-9]*(\.[A-Za-z0-9-]*)?
+# `\w` in IAM's patterns is ASCII (letters, digits, underscore).
+_IAM_NAME = r"[A-Za-z0-9_+=,.@-]"
+_POLICY_ARN = r"arn:aws[a-z-]*:iam::(?:\d{12}|aws):policy/[\x21-\x7e]+"
+IAM_PARAMETERS: Mapping[str, re.Pattern[str]] = {
+    "userName": re.compile(_IAM_NAME + "{1,128}"),
+    "newUserName": re.compile(_IAM_NAME + "{1,64}"),
+    "groupName": re.compile(_IAM_NAME + "{1,128}"),
+    "newGroupName": re.compile(_IAM_NAME + "{1,128}"),
+    "roleName": re.compile(_IAM_NAME + "{1,64}"),
+    "policyName": re.compile(_IAM_NAME + "{1,128}"),
+    "policyArn": re.compile(f"(?=.{{20,2048}}$){_POLICY_ARN}", re.DOTALL),
+    "permissionsBoundary": re.compile(f"(?=.{{20,2048}}$){_POLICY_ARN}", re.DOTALL),
+    "versionId": re.compile(r"v[1-9][0-9]{0,8}(?:\.[A-Za-z0-9-]{0,64})?"),
+}
+_DATE_LIKE = re.compile(r"\s*[+-]?\d+-")
+# CloudTrail's placeholder for the root user in root's own MFA calls (not an IAM user name).
+ROOT_USER_PLACEHOLDER = "aws root user"
+IAM_DOCUMENTS = ("policyDocument", "assumeRolePolicyDocument")
+MAX_EVENT_DEPTH = 64  # CloudTrail records nest a dozen levels; EventBridge events are at most 256 KB
 
 
 class MalformedEvent(ValueError):
@@ -75,6 +137,7 @@ class CloudTrailEvent:
     response: Mapping[str, Any] = field(default_factory=dict)
     additional: Mapping[str, Any] = field(default_factory=dict)
     resources: tuple[Mapping[str, Any], ...] = ()  # detail.resources: what CloudTrail says was acted on
+    moment: datetime | None = None  # event_time as an aware UTC datetime, within the sane range (validate)
 
     @property
     def failed(self) -> bool:
@@ -137,8 +200,11 @@ def parse_identity(raw: Any) -> Identity:
     )
 
 
-def parse_event(raw: Any) -> CloudTrailEvent:
-    """Parse an EventBridge event whose detail is a CloudTrail record."""
+def parse_event(raw: Any, *, now: datetime | None = None) -> CloudTrailEvent:
+    """Parse an EventBridge event whose detail is a CloudTrail record, and `validate` it.
+
+    `now`: the clock the time range is checked against (default: this function's clock).
+    """
     if not isinstance(raw, Mapping):
         raise MalformedEvent(f"event is {type(raw).__name__}, expected an object")
     detail_type = _text(raw.get("detail-type"), "detail-type", required=True)
@@ -147,7 +213,8 @@ def parse_event(raw: Any) -> CloudTrailEvent:
     detail = raw.get("detail")
     if not isinstance(detail, Mapping):
         raise MalformedEvent("missing or non-object detail")
-    return CloudTrailEvent(
+    check_depth(raw)
+    event = CloudTrailEvent(
         id=_text(raw.get("id"), "id", required=True),
         account=_text(raw.get("account"), "account", required=True),
         region=_text(raw.get("region"), "region", required=True),
@@ -169,6 +236,7 @@ def parse_event(raw: Any) -> CloudTrailEvent:
         additional=_mapping(detail.get("additionalEventData"), "detail.additionalEventData"),
         resources=_resources(detail.get("resources")),
     )
+    return validate(event, now=now)
 
 
 def _resources(value: Any) -> tuple[Mapping[str, Any], ...]:
@@ -177,3 +245,83 @@ def _resources(value: Any) -> tuple[Mapping[str, Any], ...]:
     if not isinstance(value, list):
         return ()
     return tuple(r for r in value[:100] if isinstance(r, Mapping))
+
+
+# --- validation: values AWS never writes --------------------------------------------------------
+
+
+def check_depth(value: Any, limit: int = MAX_EVENT_DEPTH) -> None:
+    """Refuse an event nested deeper than `limit`, walking it without recursion (so nothing
+    downstream - logging, copying, hashing - meets a structure deep enough to recurse on)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            raise MalformedEvent(f"event nested more than {limit} levels deep")
+        if isinstance(node, Mapping):
+            stack.extend((child, depth + 1) for child in node.values())
+        elif isinstance(node, list):
+            stack.extend((child, depth + 1) for child in node)
+
+
+def parse_timestamp(value: str, *, now: datetime | None = None) -> datetime:
+    """A CloudTrail timestamp as an aware UTC datetime within [EARLIEST_TIME, now + FUTURE_SLACK];
+    MalformedEvent otherwise (never OverflowError: the year is checked before any arithmetic)."""
+    shown = value[:40]
+    match = _TIMESTAMP.fullmatch(value.strip())
+    if not match:
+        raise MalformedEvent(f"time {shown!r} is not a CloudTrail timestamp (ISO 8601, e.g. 2026-11-28T09:14:52Z)")
+    year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
+    if not EARLIEST_TIME.year <= year <= 9000:  # far from datetime's limits: no overflow below
+        raise MalformedEvent(f"time {shown!r} is outside the range AWS can record "
+                             f"({EARLIEST_TIME:%Y-%m-%d} to a day from now)")
+    fraction = (match.group(7) or "0")[:6].ljust(6, "0")
+    zone = match.group(8) or "Z"
+    try:
+        moment = datetime(year, month, day, hour, minute, second, int(fraction), tzinfo=UTC)
+        if zone != "Z":
+            digits = zone[1:].replace(":", "")
+            hours, minutes = int(digits[:2]), int(digits[2:])
+            if hours > 23 or minutes > 59:
+                raise ValueError(f"offset {zone}")
+            offset = timedelta(hours=hours, minutes=minutes)
+            moment = moment - offset if zone[0] == "+" else moment + offset
+    except ValueError as exc:
+        raise MalformedEvent(f"time {shown!r} is not a valid time ({exc})") from None
+    latest = (now or datetime.now(UTC)) + FUTURE_SLACK
+    if not EARLIEST_TIME <= moment <= latest:
+        raise MalformedEvent(f"time {shown!r} is outside the range AWS can record "
+                             f"({EARLIEST_TIME:%Y-%m-%d} to a day from now)")
+    return moment
+
+
+def iam_parameter_problem(name: str, value: Any) -> str:
+    """Why IAM would refuse this request parameter ('' when it would accept it, or does not check it)."""
+    pattern = IAM_PARAMETERS.get(name)
+    if pattern is None or value is None:
+        return ""
+    if not isinstance(value, str):
+        return f"requestParameters.{name} is {type(value).__name__}, IAM takes a string"
+    if name == "userName" and value.strip().lower() == ROOT_USER_PLACEHOLDER:
+        return ""
+    if not pattern.fullmatch(value):
+        return f"requestParameters.{name} {value[:80]!r} is not a value IAM accepts (IAM API Reference)"
+    return ""
+
+
+def validate(event: CloudTrailEvent, *, now: datetime | None = None) -> CloudTrailEvent:
+    """The event with its `moment`, or MalformedEvent for a value AWS never writes (module docstring)."""
+    # Text that does not begin like a date ("redacted", or an account id where an export redacted
+    # the time) says nothing: an unknown time, shown as written and never computed with. Anything
+    # that begins like a date must be a sane CloudTrail timestamp.
+    moment = parse_timestamp(event.event_time, now=now) if _DATE_LIKE.match(event.event_time) else None
+    if event.event_source == IAM_SOURCE and not event.failed and isinstance(event.request, Mapping):
+        for name, value in event.request.items():
+            problem = iam_parameter_problem(name, value)
+            if problem:
+                raise MalformedEvent(f"{event.event_name}: {problem}")
+        for name in IAM_DOCUMENTS:
+            problem = policy.limits_problem(event.request.get(name))
+            if problem:
+                raise MalformedEvent(f"{event.event_name}: requestParameters.{name}: {problem}")
+    return replace(event, moment=moment)

@@ -35,7 +35,7 @@ from guardrail_core import admin_reach
 from guardrail_core.alerts import cloudtrail_link, iam_console_link
 from guardrail_core.aws import client, error_code, is_access_denied, is_not_found, raise_if_transient
 from guardrail_core.config import QUARANTINE, Settings
-from guardrail_core.events import CloudTrailEvent, Identity
+from guardrail_core.events import EARLIEST_TIME, CloudTrailEvent, Identity
 from guardrail_core.findings import Action, Actor, Finding, Severity, Status, who
 from guardrail_core.runtime import attempt_finding, logger
 from guardrail_core.triage import Triage, Verdict
@@ -66,20 +66,33 @@ def stamp(moment: datetime) -> str:
 
 
 def parse_time(value: Any) -> datetime | None:
-    """A CloudTrail or credential-report timestamp as aware UTC; None when absent or not a time."""
+    """A credential-report or IAM timestamp as aware UTC; None when absent, not a time, or outside
+    the range AWS can record (events.EARLIEST_TIME to year 9000: no arithmetic on it overflows).
+
+    CloudTrail event times are checked once, when the event is parsed (`CloudTrailEvent.moment`)."""
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if not isinstance(value, str) or not value[:4].isdigit():
+        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+    elif not isinstance(value, str) or not value[:4].isdigit():
         return None
-    try:
-        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
+    else:
+        try:
+            moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    if not EARLIEST_TIME.year <= moment.year <= 9000:
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment
 
 
 def grace_deadline(since: datetime | None, hours: int) -> datetime | None:
-    return since + timedelta(hours=max(hours, 0)) if since else None
+    """When the grace period that started at `since` ends (None when unknown or past year 9999)."""
+    if since is None:
+        return None
+    try:
+        return since + timedelta(hours=max(hours, 0))
+    except OverflowError:
+        return None
 
 
 def within_grace(since: datetime | None, hours: int, now: datetime) -> bool:
@@ -588,7 +601,7 @@ def judge_grace_start(event: CloudTrailEvent, settings: Settings, verdict: Triag
         return [_permission_finding(event, user, exc, "iam:ListMFADevices")]
     if devices is None or devices:
         return []
-    started = parse_time(event.event_time) or utc_now()
+    started = event.moment or utc_now()  # in the sane range: checked when the event was parsed
     deadline = grace_deadline(started, settings.mfa_grace_hours) or started
     login = event.event_name == "CreateLoginProfile"
     what_now = "got a console password" if login else f"was added to the {settings.admin_group} group"

@@ -4,6 +4,18 @@ Cost does not grow with the number of users: one IAM credential report covers th
 account (IAM regenerates it at most every 4 hours, so it may be that old), and only the users
 it flags are confirmed with one ListMFADevices call each. Calls per sweep: GenerateCredentialReport
 (until COMPLETE), GetCredentialReport, GetAccountSummary, one publish, plus one per flagged user.
+
+Idempotent by run and by user (the schedule's input carries an id; see `handle`):
+- the run: its result and its rendered digest are stored once per scheduled event id (stage
+  "sweep"), then the digest is published once (runtime.deliver_alerts). A retry after the digest
+  failed to publish replays the stored result and re-sends only the digest: no IAM call at all;
+- each user: every quarantine the run makes is recorded under "<event id>#<user>" (stage
+  "sweep_user") as it is made, so a run that dies after some writes (a transient error, Lambda's
+  timeout) and is retried writes only for the users not done yet;
+- the stored result stays small whatever the account's size: counts and the first
+  MAX_STORED_NAMES names, the digest capped (MAX_DIGEST_LINES, MAX_DIGEST_ACTIONS); every name is
+  in the log. DynamoDB refuses an item over 400 KB (DynamoDB Developer Guide, "Quotas in Amazon
+  DynamoDB": item size), which would lose the run's duplicate protection.
 """
 
 from __future__ import annotations
@@ -12,7 +24,7 @@ import csv
 import io
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -24,7 +36,7 @@ from guardrail_core.aws import client, error_code, is_access_denied
 from guardrail_core.config import QUARANTINE, Settings
 from guardrail_core.events import SCHEDULED
 from guardrail_core.findings import Action, Finding, Severity, Status
-from guardrail_core.runtime import Outcome, logger, metrics, publish_findings
+from guardrail_core.runtime import REPLAYED, Outcome, _once, deliver_alerts, logger, metrics, render_alerts
 from guardrail_core.triage import Triage, Verdict
 
 ROOT_ROW = "<root_account>"
@@ -32,6 +44,9 @@ ROOT_ROW = "<root_account>"
 REPORT_POLL_SECONDS = (1.0, 2.0, 4.0, 8.0, 8.0, 8.0, 8.0, 8.0, 8.0, 8.0)
 MAX_CONFIRMATIONS = 500  # per sweep: keeps a pathological account inside the timeout and IAM's rate limits
 MAX_DIGEST_LINES = 200  # the email stays readable and far below SNS's 256 KB
+MAX_DIGEST_ACTIONS = 50  # actions listed in the digest (quarantines first); the log has every one
+MAX_STORED_NAMES = 50  # names kept in the stored result and the handler's answer; the log has every one
+LOG_CHUNK = 1000  # names per log line (a CloudWatch Logs event is at most 256 KB)
 USERS_CONSOLE = "https://us-east-1.console.aws.amazon.com/iam/home#/users"
 CREDENTIAL_REPORT_CONSOLE = "https://us-east-1.console.aws.amazon.com/iam/home#/credential_report"
 RESERVE_MS = 20_000  # stop confirming when less time than this is left: the digest must still go out
@@ -235,7 +250,26 @@ def first_password(iam: Any, user: ReportUser) -> ReportUser:
     return replace(user, password_created=profile.created) if profile.created else user
 
 
-def run(iam: Any, settings: Settings, now: datetime, remaining_ms: Callable[[], int]) -> SweepResult:
+def _action_record(action: Action) -> dict[str, str]:
+    return {**asdict(action), "status": action.status.value}
+
+
+def _action(record: Mapping[str, Any]) -> Action:
+    return Action(**{**record, "status": Status(record["status"])})
+
+
+def quarantine_once(iam: Any, settings: Settings, user: str, run_key: str = "", context: Any = None) -> Action:
+    """Attach the quarantine policy to `user` once per sweep run: the action is recorded under
+    "<run key>#<user>" (IAM user names are case-insensitive), so a retried run replays it instead
+    of writing again. Without a run key (a hand-made invocation) or a table: attach directly."""
+    key = f"{run_key}#{user.lower()}" if run_key else ""
+    record, _ = _once("sweep_user", key, lambda: _action_record(mfa.attach_quarantine(iam, settings, user)),
+                      settings, context)
+    return _action(record)
+
+
+def run(iam: Any, settings: Settings, now: datetime, remaining_ms: Callable[[], int], *,
+        run_key: str = "", context: Any = None) -> SweepResult:
     report = fetch_report(iam, remaining_ms)
     summary: Mapping[str, Any] | None = None
     summary_error = ""
@@ -268,7 +302,7 @@ def run(iam: Any, settings: Settings, now: datetime, remaining_ms: Callable[[], 
                             exempt=mfa.user_exempt(settings, user.name, user.arn))
         blocker = mfa.quarantine_blocker(settings, sweep_verdict, user.name, user.arn)
         if offender.confirmed and not blocker:
-            offender.action = mfa.attach_quarantine(iam, settings, user.name)
+            offender.action = quarantine_once(iam, settings, user.name, run_key, context)
         elif settings.mode == QUARANTINE:
             why = blocker or "not confirmed: never quarantined on the report alone"
             offender.action = Action(f"Quarantine {user.name}", user.name, Status.SKIPPED, detail=why)
@@ -336,8 +370,14 @@ def digest(result: SweepResult, settings: Settings, now: datetime) -> Finding | 
     if result.report.unreadable_rows:
         items.append(f"{result.report.unreadable_rows} report rows could not be read (check the report by hand)")
     steps: list[str] = []
-    actions = [o.action for o in offenders if o.action]
-    quarantined_any = any(a.status is Status.SUCCEEDED for a in actions)
+    every_action = [o.action for o in offenders if o.action]
+    quarantined_any = any(a.status is Status.SUCCEEDED for a in every_action)
+    # Done and failed first (a stable sort), then the ones not made; the log lists every one.
+    actions = sorted(every_action, key=lambda a: a.status is Status.SKIPPED)[:MAX_DIGEST_ACTIONS]
+    if len(every_action) > len(actions):
+        done = sum(a.status is Status.SUCCEEDED for a in every_action)
+        items.append(f"{len(every_action) - len(actions)} more actions not listed below ({done} quarantines made "
+                     "in all; the sweep's log lists every one)")
     if offenders:
         steps += mfa.enrol_steps(settings, "<user>", self_service=not quarantined_any)
     if result.root.mfa_enabled is False and result.root.has_password is not False:
@@ -376,8 +416,14 @@ def _failure_finding(settings: Settings, now: datetime, why: str) -> Finding:
     )
 
 
-def handle(raw: Any, settings: Settings, remaining_ms: Callable[[], int] | None = None) -> dict[str, Any]:
-    """Run one sweep for a scheduled (or hand-made, e.g. {}) invocation; returns what the handler returns."""
+def handle(raw: Any, settings: Settings, remaining_ms: Callable[[], int] | None = None, *,
+           context: Any = None) -> dict[str, Any]:
+    """Run one sweep for a scheduled (or hand-made, e.g. {}) invocation; returns what the handler returns.
+
+    Once per scheduled event id (see the module docstring): the sweep and its writes run once and
+    their result is stored; the digest is then published once. A failed publish raises
+    (runtime.AlertDeliveryError) so Lambda retries, and the retry only re-sends the digest.
+    """
     remaining = remaining_ms or _no_deadline
     if not isinstance(raw, Mapping):
         logger.warning("sweep input ignored", extra={"reason": f"event is {type(raw).__name__}"})
@@ -389,23 +435,67 @@ def handle(raw: Any, settings: Settings, remaining_ms: Callable[[], int] | None 
         logger.info("event ignored", extra={"reason": f"detail-type {detail_type!r} is not a schedule"})
         metrics.add_metric(name="IgnoredEvents", unit=MetricUnit.Count, value=1)
         return Outcome("ignored", f"detail-type {str(detail_type)[:100]!r} is not a Scheduled Event").to_dict()
+    given = raw.get("id")
+    key = given[:256] if isinstance(given, str) else ""
+    acted, how = _once("sweep", key, lambda: sweep_once(settings, remaining, key, context), settings, context)
+    if how == REPLAYED:
+        logger.info("this scheduled run was already swept: its writes are not repeated, only an undelivered "
+                    "digest is sent")
+        metrics.add_metric(name="DuplicateEvents", unit=MetricUnit.Count, value=1)
+    outcome: dict[str, Any] = dict(acted["outcome"])
+    outcome["published"] = deliver_alerts(list(acted["alerts"]), settings, key=key, context=context)
+    if how == REPLAYED:
+        outcome["duplicate"] = True
+    return outcome
+
+
+def _log_names(message: str, names: list[str]) -> None:
+    """Every name, LOG_CHUNK to a line (the stored result and the email keep only the first ones)."""
+    for start in range(0, len(names), LOG_CHUNK):
+        logger.info(message, extra={"part": start // LOG_CHUNK + 1, "count": len(names),
+                                    "names": names[start:start + LOG_CHUNK]})
+
+
+def stored_summary(result: SweepResult) -> dict[str, Any]:
+    """What the stored result and the handler's answer say about the sweep: counts and the first
+    MAX_STORED_NAMES names (small whatever the account's size; the log has every name)."""
+    offenders = [o.user.name for o in result.offenders]
+    in_grace = [u.name for u in result.in_grace]
+    return {
+        "users": len(result.report.users),
+        "offender_count": len(offenders), "offenders": offenders[:MAX_STORED_NAMES],
+        "in_grace_count": len(in_grace), "in_grace": in_grace[:MAX_STORED_NAMES],
+        "root_issues": result.root_issues, "unchecked": result.unchecked,
+        "quarantined": sum(1 for o in result.offenders if o.action and o.action.status is Status.SUCCEEDED),
+        "names_in_log_only": len(offenders) > MAX_STORED_NAMES or len(in_grace) > MAX_STORED_NAMES,
+    }
+
+
+def sweep_once(settings: Settings, remaining: Callable[[], int], key: str = "", context: Any = None) -> dict[str, Any]:
+    """One run's work: read, judge, quarantine (once per user), render the digest.
+
+    Returns what is stored for the run: the outcome (small) and the rendered digest, so a retry
+    re-sends exactly this email. Transient AWS errors are raised (Lambda retries the run)."""
     now = mfa.utc_now()
     iam = client("iam")
     try:
-        result = run(iam, settings, now, remaining)
+        result = run(iam, settings, now, remaining, run_key=key, context=context)
     except (SweepError, ClientError) as exc:
         if isinstance(exc, ClientError) and not is_access_denied(exc):
             raise  # throttled or 5xx after the client's retries: let Lambda retry the sweep
         why = str(exc) if isinstance(exc, SweepError) else f"{error_code(exc)} ({exc})"
         logger.error("sweep failed", extra={"reason": why})
         failure = _failure_finding(settings, now, why)
-        return Outcome("failed", why, [failure], publish_findings([failure], settings)).to_dict()
+        return {"outcome": Outcome("failed", why, [failure]).to_dict(), "alerts": render_alerts([failure], settings)}
     metrics.add_metric(name="SweepUsers", unit=MetricUnit.Count, value=len(result.report.users))
     metrics.add_metric(name="SweepOffenders", unit=MetricUnit.Count, value=len(result.offenders))
-    logger.info("sweep done", extra={
-        "users": len(result.report.users), "offenders": [o.user.name for o in result.offenders],
-        "in_grace": [u.name for u in result.in_grace], "root_issues": result.root_issues,
-    })
+    summary = stored_summary(result)
+    logger.info("sweep done", extra={"summary": summary})
+    _log_names("sweep offenders", [o.user.name for o in result.offenders])
+    _log_names("sweep users within the grace period", [u.name for u in result.in_grace])
+    actions = [_action_record(o.action) for o in result.offenders if o.action]
+    for start in range(0, len(actions), LOG_CHUNK):
+        logger.info("sweep actions", extra={"actions": actions[start:start + LOG_CHUNK]})
     held, why_not = inventory.take(iam, settings)  # admin grants outside the baseline: once a day in the digest
     finding = inventory.with_grants(digest(result, settings, now), held, why_not, settings, now)
     findings = [finding] if finding else []
@@ -416,9 +506,5 @@ def handle(raw: Any, settings: Settings, remaining_ms: Callable[[], int] | None 
             settings, "The daily MFA sweep checked every member of the admin group.",
             members=nobody, when=now.strftime("%Y-%m-%dT%H:%M:%SZ")))
     reason = f"{len(result.offenders)} offenders, {len(result.root_issues)} root issues"
-    outcome = Outcome("handled", reason, findings, publish_findings(findings, settings))
-    return {**outcome.to_dict(), "sweep": {
-        "users": len(result.report.users), "offenders": [o.user.name for o in result.offenders],
-        "in_grace": [u.name for u in result.in_grace], "root_issues": result.root_issues,
-        "unchecked": result.unchecked,
-    }}
+    outcome = Outcome("handled", reason, findings).to_dict()
+    return {"outcome": {**outcome, "sweep": summary}, "alerts": render_alerts(findings, settings)}

@@ -252,6 +252,35 @@ def load(document: Any) -> dict[str, Any]:
     return value
 
 
+def limits_problem(document: Any) -> str:
+    """Why a document is past this analyzer's limits ('' when it is not), without parsing it.
+
+    The limits are IAM's own, so a document past them is not one IAM accepted: IAM refuses a
+    policy document longer than 131,072 characters (`PolicyDocument`, "Length Constraints:
+    Minimum length of 1. Maximum length of 131072", IAM API Reference, PutUserPolicy /
+    CreatePolicyVersion / UpdateAssumeRolePolicy), and the IAM JSON policy grammar nests a handful
+    of levels (IAM User Guide, "Grammar of the IAM JSON policy language"). Checked by counting
+    brackets (text) or walking at most MAX_DEPTH levels (objects): a document nested 5,000 deep
+    costs one pass over its characters and never reaches a recursive parser. Used by
+    `events.parse_event` to reject such a document in an event as malformed.
+    """
+    try:
+        if isinstance(document, (Mapping, list)):
+            _check_depth(document)
+            return ""
+        if isinstance(document, bytes):
+            document = document.decode("utf-8", "replace")
+        if not isinstance(document, str):
+            return ""
+        if len(document) > MAX_CHARS:
+            return f"{len(document)} characters, over the {MAX_CHARS} IAM accepts"
+        text = document.strip()
+        _check_text_depth(text if text[:1] in ("{", "[") else unquote(text))
+    except DocumentError as exc:
+        return str(exc)
+    return ""
+
+
 def _check_text_depth(text: str) -> None:
     """Refuse deep nesting before json.loads recurses into it (a cheap bracket count)."""
     depth = deepest = 0

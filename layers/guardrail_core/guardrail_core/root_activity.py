@@ -38,7 +38,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from guardrail_core.alerts import cloudtrail_link
 from guardrail_core.aws import client, error_code
 from guardrail_core.config import Settings
-from guardrail_core.events import CloudTrailEvent
+from guardrail_core.events import CloudTrailEvent, MalformedEvent, parse_timestamp
 from guardrail_core.findings import Finding, Severity, who
 from guardrail_core.runtime import logger
 from guardrail_core.triage import Triage, Verdict
@@ -168,12 +168,15 @@ class FailureWindow:
 _failures = FailureWindow()
 
 
-def event_moment(value: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return datetime.now(UTC)
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+def event_moment(when: CloudTrailEvent | str) -> datetime:
+    """When the event happened (an event's `moment`, within the sane range `events.validate`
+    checked; or a timestamp, read the same way), or now when it does not say."""
+    if isinstance(when, str):
+        try:
+            return parse_timestamp(when)
+        except MalformedEvent:
+            return datetime.now(UTC)
+    return when.moment or datetime.now(UTC)
 
 
 # --- the one read, once per container -----------------------------------------------------------
@@ -371,6 +374,8 @@ def api_finding(event: CloudTrailEvent, settings: Settings, kind: Kind, verdict:
     when = event.event_time or "an unknown time"
     if event.identity.assumed_root:
         return root_session_finding(event, settings, verdict)
+    if verdict.verdict is Verdict.ATTEMPT and not event.identity.is_root:
+        return refused_by_another(event, account, tag, when)
     if verdict.verdict is Verdict.ATTEMPT:
         return Finding.for_event(
             event, id="root-api-call-failed", severity=Severity.MEDIUM, who="",
@@ -422,6 +427,30 @@ def api_finding(event: CloudTrailEvent, settings: Settings, kind: Kind, verdict:
     )
 
 
+def refused_by_another(event: CloudTrailEvent, account: str, tag: str, when: str) -> Finding:
+    """A refused call on root's MFA device by someone other than root (RootMfaChange routes it here).
+
+    The actor is the one the record names in `userIdentity` (CloudTrail User Guide, "CloudTrail
+    userIdentity element": the identity that made the request, also when it was refused), never
+    root because the target was root's device."""
+    actor = event.identity.display
+    serial = event.param("serialNumber")[:256] or "root's MFA device"
+    return Finding.for_event(
+        event, id="root-api-call-failed", severity=Severity.MEDIUM,
+        outcome="Refused", summary=f"{event.event_name} on root's MFA device{tag}",
+        what_happened=(f"{who(event)} (not the root user) called {event.event_name} on {serial} in account {account}, "
+                       f"{_where(event)}, at {when}; AWS refused it with {event.error_code or 'an error'}. Nothing "
+                       "changed, but removing root's MFA is how someone who has the root password keeps the "
+                       "account."),
+        next_steps=[f"Find out who uses {actor} and why it tried to remove root's MFA device. If nobody should "
+                    "have: deactivate its access keys and console password, and review its activity in CloudTrail "
+                    "(link below).",
+                    f"Check root's MFA on the Security credentials page ({SECURITY_CREDENTIALS}): only your devices "
+                    "should be listed."],
+        links=_links(event),
+    )
+
+
 # --- the judge ----------------------------------------------------------------------------------
 
 
@@ -437,7 +466,7 @@ def judge(event: CloudTrailEvent, settings: Settings, verdict: Triage) -> list[F
         facts = signin_facts(event)
         failures = 0
         if not facts.succeeded:
-            failures = _failures.add(event.event_account, event_moment(event.event_time), event.event_id or event.id)
+            failures = _failures.add(event.event_account, event_moment(event), event.event_id or event.id)
         return [signin_finding(event, settings, failures)]
     if kind is Kind.PASSWORD:
         return [password_finding(event, settings)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -240,8 +241,48 @@ def send_cfn_response(event: Mapping[str, Any], status: str, reason: str, data: 
         response.read()
 
 
+# CloudFormation User Guide, "Custom resource request objects" (AWS CloudFormation template
+# reference): every request carries RequestType (Create, Update or Delete), ResponseURL (a
+# pre-signed S3 URL), StackId, RequestId, LogicalResourceId and ResourceType.
+CUSTOM_RESOURCE_KEYS = ("RequestType", "ResponseURL", "StackId", "RequestId", "LogicalResourceId", "ResourceType")
+REQUEST_TYPES = ("Create", "Update", "Delete")
+
+
 def is_custom_resource_event(event: Any) -> bool:
-    return isinstance(event, Mapping) and "RequestType" in event and "ResponseURL" in event
+    """A custom-resource request, or input that claims to be one (any of its keys): answered as
+    one (see `custom_resource_problem`), never converged as if it were a direct invocation."""
+    return isinstance(event, Mapping) and any(key in event for key in CUSTOM_RESOURCE_KEYS)
+
+
+def response_url(event: Mapping[str, Any]) -> str:
+    """The request's ResponseURL when a response can be PUT to it (http or https, with a host), else ''."""
+    url = event.get("ResponseURL")
+    if not isinstance(url, str):
+        return ""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return ""
+    return url if parts.scheme in ("https", "http") and parts.netloc else ""
+
+
+def custom_resource_problem(event: Mapping[str, Any]) -> str:
+    """Why this is not a request CloudFormation could have sent ('' when it is one). Such a request
+    is not converged: it is logged, and answered FAILED when its ResponseURL can be used."""
+    if not response_url(event):
+        return f"ResponseURL {str(event.get('ResponseURL'))[:80]!r} is missing or not an http(s) URL"
+    request_type = event.get("RequestType")
+    if request_type not in REQUEST_TYPES:
+        return f"RequestType {str(request_type)[:40]!r} is not one of {', '.join(REQUEST_TYPES)}"
+    for key in ("StackId", "RequestId", "LogicalResourceId"):
+        if not isinstance(event.get(key), str) or not event.get(key):
+            return f"{key} is missing or not a string"
+    return ""
+
+
+def malformed_response_event(event: Mapping[str, Any]) -> dict[str, Any]:
+    """The request with the fields a response echoes made strings, so a FAILED answer can be built."""
+    return {**event, **{key: str(event.get(key) or "")[:1024] for key in ("StackId", "RequestId", "LogicalResourceId")}}
 
 
 def handle_custom_resource(

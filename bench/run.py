@@ -59,8 +59,11 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # `python bench/run.py` puts bench/ first, not the repo
-    sys.path.insert(0, str(REPO))
+# `python bench/run.py` puts bench/ first, not the repo; and this checkout's code is measured, whatever
+# the virtualenv's editable installs point at (worktrees share one).
+for _path in (REPO / "tools", REPO / "layers" / "guardrail_core", REPO):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 from bench.report import (  # noqa: E402
     COLD_START_MAX_RATIO,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import boto3
 import pytest
 
 from guardrail_cli.faults import iam_event, metrics, publishes, remediation, round_trips, writes
@@ -31,6 +32,22 @@ def test_admin_group_restore_writes_after_two_round_trips() -> None:
     assert first.count("dynamodb:PutItem") == 2  # the act record and the intent, beside the reads
     reads = [c.name for c in before if c.name.startswith("iam:")]
     assert len(reads) == len(set(reads))  # nothing read twice in one invocation
+
+
+def test_a_warm_container_restores_the_admin_group_after_one_round_trip() -> None:
+    """The second event in the same container: the member who proved the path and the assume policy's
+    version are read beside everything else (lockout.last_seen): the write follows one round trip,
+    where Cloud Custodian's follows two (GetGroup, then ListAttachedGroupPolicies)."""
+    with baseline_account() as local:
+        local.invoke(SCENARIO.function, SCENARIO.drift())  # warms the container
+        event = iam_event("AttachGroupPolicy", {"groupName": "administrators", "policyArn": ADMINISTRATOR_ACCESS},
+                          event_id="second")
+        boto3.client("iam").attach_group_policy(GroupName="administrators", PolicyArn=ADMINISTRATOR_ACCESS)
+        with round_trips() as timed:
+            inv = local.invoke(SCENARIO.function, event)
+        assert inv.error is None and SCENARIO.fixed()
+    (write,) = [c for c in timed if c.name == "iam:DetachGroupPolicy"]
+    assert write.depth == 2 and max(c.depth for c in timed if c.start < write.start) == 1
 
 
 @pytest.mark.parametrize("failing", ["GetRole", "GetLoginProfile", "ListAttachedGroupPolicies"])

@@ -122,6 +122,7 @@ def test_calls_do_not_grow_with_the_group(members: int) -> None:
         for n in range(members - 1):
             iam.create_user(UserName=f"user{n:03}")
             iam.add_user_to_group(GroupName="administrators", UserName=f"user{n:03}")
+        lockout.last_seen().clear()  # a cold container: nothing to guess from
         with record_calls() as calls:
             read = lockout.read_facts(iam, SETTINGS)
     assert len(calls.calls) <= 8 + 3 * lockout.MEMBERS_CHECKED
@@ -164,6 +165,7 @@ def test_reads_run_concurrently_in_two_rounds() -> None:
     """The guard's 11 reads are made in two sequential round trips, not eleven."""
     with baseline_account() as local:
         del local
+        lockout.last_seen().clear()  # a cold container
         with round_trips() as timed:
             read = lockout.read_facts(_iam(), SETTINGS)
     assert admin_path(read, SETTINGS).ok
@@ -179,3 +181,50 @@ def test_a_failed_read_among_the_concurrent_ones_fails_the_whole_read() -> None:
         del local
         with inject_errors({"GetLoginProfile": "ServiceUnavailable"}), pytest.raises(Exception, match="injected"):
             lockout.read_facts(_iam(), SETTINGS)
+
+
+# --- warm containers: who and which version to read, guessed from the last judgement; facts never ----
+
+
+def test_a_warm_container_reads_everything_in_one_round() -> None:
+    """The member who proved the path last time, and the assume policy's version, are read beside
+    GetGroup and GetPolicy: one round trip, the same 11 calls, every fact read afresh."""
+    with baseline_account() as local:
+        del local
+        lockout.read_facts(_iam(), SETTINGS)  # fills the container's memory (as setup's run does)
+        with round_trips() as timed:
+            read = lockout.read_facts(_iam(), SETTINGS)
+    assert admin_path(read, SETTINGS).ok
+    assert len(timed) == 11 and max(c.depth for c in timed) == 1
+
+
+def test_a_guessed_member_who_left_the_group_proves_nothing() -> None:
+    """phoebe proved the path last time; she has left the group since: her fresh facts are not counted,
+    the members GetGroup names now are read in a second round, and the verdict is theirs."""
+    with baseline_account() as local:
+        del local
+        iam = _iam()
+        lockout.read_facts(iam, SETTINGS)
+        assert lockout.last_seen()[SETTINGS.admin_group.lower()][0] == ("phoebe",)
+        iam.remove_user_from_group(GroupName="administrators", UserName="phoebe")
+        add_user(iam, "quinn", mfa=False, group="administrators")
+        with round_trips() as timed:
+            read = lockout.read_facts(iam, SETTINGS)
+    verdict = admin_path(read, SETTINGS)
+    assert not verdict.ok and "no member of group administrators has an MFA device" in verdict.reason
+    assert [m.name for m in read.members] == ["quinn"]
+    assert max(c.depth for c in timed) == 2  # the guess was wrong: a second round, as when cold
+
+
+def test_a_changed_default_version_is_read_afresh() -> None:
+    """The assume policy got a new default version since: the guessed one is not used."""
+    with baseline_account() as local:
+        del local
+        iam = _iam()
+        lockout.read_facts(iam, SETTINGS)
+        arn = SETTINGS.assume_policy_arn
+        iam.create_policy_version(PolicyArn=arn, SetAsDefault=True, PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "*"}]}))
+        read = lockout.read_facts(iam, SETTINGS)
+    verdict = admin_path(read, SETTINGS)
+    assert not verdict.ok and "is not the baseline's document" in verdict.reason

@@ -376,6 +376,18 @@ def test_throttling_after_retries_fails_the_invocation_for_lambda_to_retry(accou
     assert inv.notifications == []
 
 
+def test_a_confirmation_throttled_past_the_retries_fails_the_run_not_the_user(account: LocalGuardrail) -> None:
+    """Issue 13 (2): a transient ListMFADevices failure is retried by Lambda, never reported as "could not
+    confirm"; AccessDenied still is (a retry cannot fix it)."""
+    age("bob", hours=48)
+    with inject_errors({"ListMFADevices": "Throttling"}):
+        inv = account.invoke(FUNCTION, {})
+    assert inv.error is not None and "Throttling" in inv.error and inv.notifications == []
+    with inject_errors({"ListMFADevices": "AccessDenied"}):
+        inv = sweep(account)
+    assert "could not confirm (AccessDenied)" in " ".join(inv.notifications[0]["message"].split())
+
+
 def test_account_summary_failure_falls_back_to_the_report(account: LocalGuardrail) -> None:
     age("bob", hours=48)
     with inject_errors({"GetAccountSummary": "AccessDenied"}):

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cache
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -253,16 +254,30 @@ def _refs(response: Mapping[str, Any] | None) -> tuple[PolicyRef, ...]:
     return tuple(PolicyRef(p["PolicyName"], p["PolicyArn"]) for p in (response or {}).get("AttachedPolicies", []))
 
 
-def _member(iam: Any, name: str) -> Callable[[], Member]:
-    def read() -> Member:
-        devices, profile, keys = concurrently([
-            lambda: _or_none(lambda: iam.list_mfa_devices(UserName=name)),
-            lambda: _or_none(lambda: iam.get_login_profile(UserName=name)),
-            lambda: _or_none(lambda: iam.list_access_keys(UserName=name)),
-        ])
-        active = [k for k in (keys or {}).get("AccessKeyMetadata", []) if k.get("Status") == "Active"]
-        return Member(name, len((devices or {}).get("MFADevices", [])), profile is not None, len(active))
-    return read
+def _member_reads(iam: Any, name: str) -> list[Callable[[], Any]]:
+    """The three reads that tell whether a member can use the path (run them with `concurrently`)."""
+    return [_call(iam.list_mfa_devices, UserName=name), _call(iam.get_login_profile, UserName=name),
+            _call(iam.list_access_keys, UserName=name)]
+
+
+def _member_of(name: str, devices: Any, profile: Any, keys: Any) -> Member:
+    active = [k for k in (keys or {}).get("AccessKeyMetadata", []) if k.get("Status") == "Active"]
+    return Member(name, len((devices or {}).get("MFADevices", [])), profile is not None, len(active))
+
+
+# Warm containers: which members and which assume-policy version the last judgement found, so that
+# this one reads their facts in its FIRST round, beside GetGroup and GetPolicy, instead of after
+# them. Only names and a version id are remembered, never facts: every fact is read afresh, and a
+# guess that GetGroup or GetPolicy contradicts is dropped and read in a second round as before.
+@cache
+def last_seen() -> dict[str, tuple[tuple[str, ...], str]]:
+    """group name (lower) -> (the member who proved the path, else the first read; the assume policy's
+    default version id). One per container (`cache_clear()` forgets it)."""
+    return {}
+
+
+def _guess(group: str) -> tuple[tuple[str, ...], str]:
+    return last_seen().get(group.lower(), ((), ""))
 
 
 def read_facts(iam: Any, settings: Settings, *, group_name: str = "", role_name: str = "") -> Facts:
@@ -279,7 +294,8 @@ def read_facts(iam: Any, settings: Settings, *, group_name: str = "", role_name:
     group = group_name or settings.admin_group
     role = role_name or settings.admin_role
     arn = settings.assume_policy_arn
-    got_group, attached, inline, got_role, role_attached, role_inline, policy = concurrently([
+    guessed_members, guessed_version = _guess(group)
+    first: list[Callable[[], Any]] = [
         lambda: _or_none(lambda: iam.get_group(GroupName=group, MaxItems=100)),
         lambda: _or_none(lambda: iam.list_attached_group_policies(GroupName=group)),
         lambda: _or_none(lambda: iam.list_group_policies(GroupName=group)),
@@ -287,7 +303,14 @@ def read_facts(iam: Any, settings: Settings, *, group_name: str = "", role_name:
         lambda: _or_none(lambda: iam.list_attached_role_policies(RoleName=role)),
         lambda: _or_none(lambda: iam.list_role_policies(RoleName=role)),
         lambda: _or_none(lambda: iam.get_policy(PolicyArn=arn)),
-    ])
+        _call(iam.get_policy_version, PolicyArn=arn, VersionId=guessed_version) if guessed_version else _nothing,
+    ]
+    for name in guessed_members:
+        first += _member_reads(iam, name)
+    answers = concurrently(first)
+    got_group, attached, inline, got_role, role_attached, role_inline, policy, early_version = answers[:8]
+    early_members = {name: _member_of(name, *answers[8 + 3 * i:11 + 3 * i])
+                     for i, name in enumerate(guessed_members)}
     if got_group is None:
         found = _find(iam.get_paginator("list_groups").paginate(), "Groups", "GroupName", group)
         if found is not None and str(found["GroupName"]) != group:
@@ -308,16 +331,26 @@ def read_facts(iam: Any, settings: Settings, *, group_name: str = "", role_name:
     others = others[:ROLE_POLICIES_CHECKED]
     real_role = str((got_role or {}).get("Role", {}).get("RoleName", role))
     default = str((policy or {}).get("Policy", {}).get("DefaultVersionId", ""))
+    version_known = bool(default) and default == guessed_version and early_version is not None
+    # Members the first round read already stand; the second round reads the rest of the first
+    # MEMBERS_CHECKED, unless one member read already proves the path (one is enough).
+    proven = any(early_members[n].can_use_path for n in checked if n in early_members)
+    missing = [] if proven else [n for n in checked if n not in early_members]
 
     second: list[Callable[[], Any]] = [
-        _call(iam.get_policy_version, PolicyArn=arn, VersionId=default) if default else _nothing]
-    second += [_member(iam, name) for name in checked]
+        _call(iam.get_policy_version, PolicyArn=arn, VersionId=default) if default and not version_known
+        else _nothing]
+    for name in missing:
+        second += _member_reads(iam, name)
     second += [_call(iam.get_role_policy, RoleName=real_role, PolicyName=name) for name in read_inline]
     second += [_call(iam.get_policy, PolicyArn=ref.arn) for ref in others]
-    results = concurrently(second)
-    version, members = results[0], tuple(results[1:1 + len(checked)])
-    inline_docs = results[1 + len(checked):1 + len(checked) + len(read_inline)]
-    managed = results[1 + len(checked) + len(read_inline):]
+    results = concurrently(second) if any(t is not _nothing for t in second) else [None]
+    version = early_version if version_known else results[0]
+    read_late = {name: _member_of(name, *results[1 + 3 * i:4 + 3 * i]) for i, name in enumerate(missing)}
+    members = tuple(early_members.get(n) or read_late[n] for n in checked if n in early_members or n in read_late)
+    rest = results[1 + 3 * len(missing):]
+    inline_docs = rest[:len(read_inline)]
+    managed = rest[len(read_inline):]
     managed_docs = concurrently([
         _call(iam.get_policy_version, PolicyArn=ref.arn, VersionId=meta["Policy"]["DefaultVersionId"]) if meta
         else _nothing for ref, meta in zip(others, managed, strict=True)
@@ -338,6 +371,8 @@ def read_facts(iam: Any, settings: Settings, *, group_name: str = "", role_name:
         )
     real_group = str((got_group or {}).get("Group", {}).get("GroupName", group))
     exists = got_group is not None or attached is not None
+    last_seen()[group.lower()] = (tuple(m.name for m in members if m.can_use_path)[:1] or tuple(checked[:1]),
+                                 default)
     return Facts(
         group_name=real_group,
         group_attached=_refs(attached) if exists else None,

@@ -32,7 +32,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
 from guardrail_core import admin_reach, inventory, mfa
-from guardrail_core.aws import client, error_code, is_access_denied
+from guardrail_core.aws import client, error_code, is_access_denied, raise_if_transient
 from guardrail_core.config import QUARANTINE, Settings
 from guardrail_core.events import SCHEDULED
 from guardrail_core.findings import Action, Finding, Severity, Status
@@ -232,6 +232,7 @@ def confirm(iam: Any, user: ReportUser) -> tuple[bool | None, str]:
     try:
         devices = mfa.mfa_devices(iam, user.name)
     except ClientError as exc:
+        raise_if_transient(exc)  # throttling past the client's retries, 5xx: the run fails, Lambda retries
         return None, f"could not confirm ({error_code(exc)}); the report says no MFA"
     if devices is None:
         return False, "deleted since the report"

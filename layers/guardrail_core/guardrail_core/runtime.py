@@ -296,12 +296,24 @@ def process_event(
         return screened.to_dict()
     event, verdict = screened
     key = record_key(event)
-    acted, how = act_once(key, event, verdict, judge, cfg, context)
+    early: list[Future[list[str]]] = []
+    sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alert")
+
+    def send_early(result: Mapping[str, Any]) -> None:
+        """The judgement is done: its alerts go out while the act record is being completed."""
+        early.append(sender.submit(contextvars.copy_context().run, deliver_alerts, list(result["alerts"]), cfg,
+                                   key=key, context=context))
+
+    try:
+        acted, how = act_once(key, event, verdict, judge, cfg, context, on_judged=send_early)
+    finally:
+        sender.shutdown(wait=True)  # never leave a publish running past the handler
     if how == REPLAYED:
         logger.info("duplicate delivery: already judged, remediation not repeated")
         _count("DuplicateEvents")
     outcome: dict[str, Any] = dict(acted["outcome"])
-    outcome["published"] = deliver_alerts(list(acted["alerts"]), cfg, key=key, context=context)
+    outcome["published"] = early[0].result() if early else deliver_alerts(list(acted["alerts"]), cfg, key=key,
+                                                                          context=context)
     if how == REPLAYED:
         outcome["duplicate"] = True
     return outcome
@@ -359,13 +371,15 @@ def _write_intent(table: str, key: str, event: CloudTrailEvent) -> dict[str, Any
 
 
 def act_once(key: str, event: CloudTrailEvent, verdict: Triage, judge: Judge, cfg: Settings,
-             context: Any = None) -> tuple[Any, str]:
+             context: Any = None, on_judged: Callable[[Mapping[str, Any]], None] | None = None) -> tuple[Any, str]:
     """`act` at most once per record, with the idempotency writes off the critical path.
 
     The judge starts at once, behind a write gate; meanwhile the act record (powertools) and the
     intent record are written. The gate opens when the act record is ours (or the table is down:
     act unprotected), and the first write also waits for the intent; on a duplicate it closes,
-    and the judge's reads are dropped before anything is changed.
+    and the judge's reads are dropped before anything is changed. `on_judged(result)` runs as soon
+    as this run's judgement is done, before its act record is completed (the alerts go out
+    meanwhile; a replayed duplicate never calls it).
     """
     if not cfg.idempotency_table:
         return act(event, verdict, judge, cfg), RAN
@@ -383,7 +397,10 @@ def act_once(key: str, event: CloudTrailEvent, verdict: Triage, judge: Judge, cf
 
     def release() -> dict[str, Any]:
         gate.open()
-        return judging.result()
+        result = judging.result()
+        if on_judged is not None:
+            on_judged(result)
+        return result
 
     try:
         result, how = _once("act", key, release, cfg, context)

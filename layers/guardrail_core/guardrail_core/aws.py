@@ -22,7 +22,13 @@ from botocore.exceptions import (
 
 # Standard retries back off (with jitter) on throttling (Throttling, TooManyRequests, ...),
 # transient 5xx and connection errors: up to 5 attempts before the error reaches our code.
-RETRIES = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=15)
+# One connection per concurrent call (`concurrently` runs up to MAX_THREADS): botocore keeps 10 per
+# client by default, and a call past them opens a new TLS connection and drops it ("Connection pool
+# is full"), which costs round trips the concurrency was meant to save (botocore Config,
+# max_pool_connections).
+MAX_THREADS = 32  # IAM's per-account request rate is the real bound; callers cap what they submit
+RETRIES = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=15,
+                 max_pool_connections=MAX_THREADS)
 
 THROTTLING_CODES = frozenset({
     "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
@@ -87,7 +93,6 @@ def raise_if_transient(exc: BaseException) -> None:
 # --- concurrent reads ----------------------------------------------------------------------------
 
 T = TypeVar("T")
-MAX_THREADS = 32  # IAM's per-account request rate is the real bound; callers cap what they submit
 
 
 def concurrently(thunks: Sequence[Callable[[], T]]) -> list[T]:

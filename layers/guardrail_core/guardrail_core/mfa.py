@@ -493,6 +493,10 @@ def _nobody_reaches_admin(iam: Any, settings: Settings, event: CloudTrailEvent, 
         _raise_unless_denied(exc)
         logger.warning("admin group's MFA not checked", extra={"error": error_code(exc)})
         return []
+    if not found and not complete:
+        logger.warning("admin group's MFA not fully checked", extra={
+            "reason": f"none of the first {admin_reach.MAX_MEMBER_CHECKS} of {len(others)} other members has an MFA "
+                      "device; the rest were not read (the daily sweep checks them from the credential report)"})
     if found or not complete:
         return []
     who = Actor.from_event(event)

@@ -399,7 +399,10 @@ def act_once(key: str, event: CloudTrailEvent, verdict: Triage, judge: Judge, cf
         gate.open()
         result = judging.result()
         if on_judged is not None:
-            on_judged(result)
+            try:  # never let the alerts' start decide the act record: the remediation is done
+                on_judged(result)
+            except Exception:
+                logger.exception("alerts not started early: sent after the act record instead")
         return result
 
     try:

@@ -45,8 +45,13 @@ ROUNDS: dict[str, int] = {
     # taken from the event, then the alert.
     "trail-event-selectors-narrowed.json": 5,
     # The daily sweep (alert-only, nothing is open while it runs): the credential report is
-    # generated, polled and fetched in a line, flagged users are confirmed, then the digest.
-    "mfa-sweep-scheduled.json": 7,
+    # generated, polled and fetched in a line, flagged users are confirmed, the admin group's
+    # members checked for MFA (issue 15), then the digest.
+    "mfa-sweep-scheduled.json": 8,
+    # Alert-only: the user's devices, then (without MFA) the password, then whether anyone else in
+    # the admin group still has MFA (GetGroup, then the members' devices at once: issue 15's
+    # "no one can reach admin" finding), then the alert.
+    "mfa-device-deactivated.json": 4,
 }
 
 class _Call(Protocol):

@@ -23,10 +23,12 @@ PACKAGE_MAX_KB = 256.0  # our own code, zipped, per function
 # the heartbeat, the inventory and the subscription check doubled the package (219 KB of source
 # to 389 KB); what the size protects, cold start, keeps its own budget below (README, Performance).
 LAYER_MAX_KB = 512.0
-# The sweep may make 6 IAM/SNS calls plus one per flagged user (its DynamoDB records aside): the
+# The sweep may make 7 IAM/SNS calls plus one per flagged user (its DynamoDB records aside): the
 # credential report (generate, poll, get), the account summary, the publish, and since round 2 one
-# GetAccountAuthorizationDetails page for the digest's admin inventory (issue 12; one per 100 principals).
-SWEEP_BASE_CALLS = 6
+# GetAccountAuthorizationDetails page for the digest's admin inventory (issue 12; one per 100
+# principals) and GetGroup for the "no one can reach admin" check (issue 15; the members' devices
+# are read only when the report shows none of them with MFA).
+SWEEP_BASE_CALLS = 7
 MEMORY_HEADROOM = 1.5  # MemorySize must be >= 1.5 x the estimated peak
 LAMBDA_MIN_MB = 128
 MEMORY_STEP_MB = 64  # recommend round sizes

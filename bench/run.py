@@ -598,10 +598,9 @@ def sweep_once(g: LocalGuardrail, users: int) -> dict[str, Any]:
             note += f", {sweep['unchecked']} listed unconfirmed (per-run cap)"
     if waited:
         note += f"; + {sum(waited):g} s polling wait in Lambda"
-    # The budget counts what IAM's and SNS's rate limits see; the sweep's own DynamoDB records
-    # (once per run, once per quarantined user) are reported in their own column.
-    return {"users": users, "flagged": flagged, "calls": counts.total - counts.idempotency,
-            "limit": sweep_limit(flagged),
+    # The budget counts what IAM's and SNS's rate limits see (CallCounts.total leaves out the
+    # sweep's own DynamoDB records, once per run and once per quarantined user: their own column).
+    return {"users": users, "flagged": flagged, "calls": counts.total, "limit": sweep_limit(flagged),
             "read": counts.read, "write": counts.write, "publish": counts.publish,
             "idempotency": counts.idempotency, "seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2), "note": note,
             "error": invocation.error}

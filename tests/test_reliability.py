@@ -152,7 +152,9 @@ def test_dynamodb_refusing_still_remediates(account: tuple[LocalGuardrail, Remed
 def test_record_not_saved_after_acting_never_acts_twice(account: tuple[LocalGuardrail, Remediation]) -> None:
     local, scenario = account
     event = scenario.drift()
-    with inject_errors({"UpdateItem": "InternalServerError"}, times=1):  # acting done, "completed" not saved
+    # Acting done, its record's "completed" not saved (the alert records, written meanwhile, are saved).
+    with inject_errors({"UpdateItem": "InternalServerError"}, times=1,
+                       when=lambda params: ".act_once#" in json.dumps(params.get("Key", {}))):
         first = local.invoke(scenario.function, event)
     assert first.error is None and writes(first) == [scenario.write] and publishes(first) == 1
     assert "idempotency record not saved after acting: a duplicate would be handled again" in [
@@ -310,24 +312,32 @@ def test_throttling_past_the_retries_fails_the_run_and_the_retry_remediates(
 
 
 @contextlib.contextmanager
-def detached_by_someone_else_first() -> Iterator[None]:
-    """DetachGroupPolicy answers NoSuchEntity because someone detached the policy a moment before."""
+def after_the_call(operation: str, then: BaseException) -> Iterator[None]:
+    """`operation` is made (the account changes), then `then` is raised in its place: what an answer
+    lost on the way back, or a run killed right after the call, looks like to the code."""
     from botocore.client import BaseClient
-    from botocore.exceptions import ClientError
 
     original = BaseClient._make_api_call  # type: ignore[attr-defined]
 
-    def racing(self: Any, operation: str, params: dict[str, Any]) -> Any:
-        if operation == "DetachGroupPolicy":
-            original(self, operation, params)
-            raise ClientError({"Error": {"Code": "NoSuchEntity", "Message": "not attached"}}, operation)
-        return original(self, operation, params)
+    def made_then_raised(self: Any, op: str, params: dict[str, Any]) -> Any:
+        answer = original(self, op, params)
+        if op == operation:
+            raise then
+        return answer
 
-    BaseClient._make_api_call = racing  # type: ignore[method-assign,attr-defined]
+    BaseClient._make_api_call = made_then_raised  # type: ignore[method-assign,attr-defined]
     try:
         yield
     finally:
         BaseClient._make_api_call = original  # type: ignore[method-assign,attr-defined]
+
+
+def detached_by_someone_else_first() -> contextlib.AbstractContextManager[None]:
+    """DetachGroupPolicy answers NoSuchEntity because someone detached the policy a moment before."""
+    from botocore.exceptions import ClientError
+
+    return after_the_call("DetachGroupPolicy", ClientError(
+        {"Error": {"Code": "NoSuchEntity", "Message": "not attached"}}, "DetachGroupPolicy"))
 
 
 def test_policy_already_detached_is_success_without_a_false_alarm() -> None:
@@ -519,23 +529,8 @@ class Killed(BaseException):
     """Lambda's timeout: the process stops, nothing after the write runs (no except clause sees it)."""
 
 
-@contextlib.contextmanager
-def killed_after(operation: str) -> Iterator[None]:
-    from botocore.client import BaseClient
-
-    original = BaseClient._make_api_call  # type: ignore[attr-defined]
-
-    def dies(self: Any, op: str, params: dict[str, Any]) -> Any:
-        answer = original(self, op, params)
-        if op == operation:
-            raise Killed(op)
-        return answer
-
-    BaseClient._make_api_call = dies  # type: ignore[method-assign,attr-defined]
-    try:
-        yield
-    finally:
-        BaseClient._make_api_call = original  # type: ignore[method-assign,attr-defined]
+def killed_after(operation: str) -> contextlib.AbstractContextManager[None]:
+    return after_the_call(operation, Killed(operation))
 
 
 def _lapse_in_progress_records() -> None:

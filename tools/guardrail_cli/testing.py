@@ -7,7 +7,7 @@ import copy
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -129,10 +129,12 @@ def baseline_account(parameters: Mapping[str, str] | None = None, *, converge: b
 
 
 @contextlib.contextmanager
-def inject_errors(errors: Mapping[str, str], *, times: int | None = None) -> Iterator[list[str]]:
+def inject_errors(errors: Mapping[str, str], *, times: int | None = None,
+                  when: Callable[[Mapping[str, Any]], bool] | None = None) -> Iterator[list[str]]:
     """Make the named operations (e.g. {"CreateRole": "AccessDenied"}) fail with that AWS error code.
 
     `times`: fail only the first N matching calls (then let them through), e.g. throttling.
+    `when(params)`: fail only calls whose parameters it accepts (e.g. one DynamoDB record's key).
     Yields the list of operations that were failed, in order.
     """
     from botocore.client import BaseClient
@@ -142,7 +144,7 @@ def inject_errors(errors: Mapping[str, str], *, times: int | None = None) -> Ite
     original = BaseClient._make_api_call  # type: ignore[attr-defined]
 
     def failing(self: BaseClient, operation: str, params: dict[str, Any]) -> Any:
-        if operation in errors and (times is None or len(failed) < times):
+        if operation in errors and (times is None or len(failed) < times) and (when is None or when(params)):
             failed.append(operation)
             code = errors[operation]
             status = 400 if code != "ServiceUnavailable" else 503

@@ -215,18 +215,6 @@ def grant_finding(event: CloudTrailEvent, settings: Settings, verdict: Triage, h
 # adapters: one IAM call each
 
 
-def read_default_document(iam: Any, arn: str) -> tuple[dict[str, Any], int] | None:
-    """(default version's document, attachment count) of a managed policy; None when it is gone."""
-    try:
-        policy = iam.get_policy(PolicyArn=arn)["Policy"]
-        version = iam.get_policy_version(PolicyArn=arn, VersionId=policy["DefaultVersionId"])["PolicyVersion"]
-    except ClientError as exc:
-        if is_not_found(exc):
-            return None
-        raise
-    return load_document(version.get("Document")), int(policy.get("AttachmentCount", 0))
-
-
 def attached_arn(iam: Any, kind: Kind, name: str, arn: str) -> str | None:
     """The policy's ARN as attached to the user/group/role now, or None when it is no longer attached."""
     try:
@@ -307,7 +295,7 @@ def judge_policy_version(event: CloudTrailEvent, settings: Settings, verdict: Tr
                     extra={"reason": f"new version of {name} not set as default: nothing in effect changed"})
         return []
     iam = client("iam")
-    read = read_default_document(iam, touch.policy_arn)
+    read = held_rights.read_default_document(iam, touch.policy_arn)
     judged = policy.analyze(read[0]) if read else None
     if read is None or read[1] == 0 or judged is None or not judged.grants:
         why = ("the policy no longer exists" if read is None else "it is attached to nothing" if read[1] == 0

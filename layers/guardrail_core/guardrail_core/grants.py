@@ -22,6 +22,7 @@ from botocore.exceptions import ClientError
 
 from guardrail_core import policy
 from guardrail_core.aws import is_not_found
+from guardrail_core.baseline import load_document
 from guardrail_core.config import Settings
 from guardrail_core.policy import PolicyVerdict
 
@@ -54,6 +55,19 @@ def is_aws_managed(arn: str) -> bool:
     return ":iam::aws:policy/" in arn.lower()
 
 
+def read_default_document(iam: Any, arn: str) -> tuple[dict[str, Any], int] | None:
+    """(default version's document, attachment count) of a managed policy; None when it is gone.
+    Two IAM calls: GetPolicy, then GetPolicyVersion of its DefaultVersionId."""
+    try:
+        meta = iam.get_policy(PolicyArn=arn)["Policy"]
+        version = iam.get_policy_version(PolicyArn=arn, VersionId=meta["DefaultVersionId"])["PolicyVersion"]
+    except ClientError as exc:
+        if is_not_found(exc):
+            return None
+        raise
+    return load_document(version.get("Document")), int(meta.get("AttachmentCount", 0))
+
+
 def managed_verdict(iam: Any, arn: str, cache: dict[str, PolicyVerdict] | None = None) -> PolicyVerdict | None:
     """The verdict of a managed policy's default version (None when the policy is gone).
 
@@ -65,14 +79,10 @@ def managed_verdict(iam: Any, arn: str, cache: dict[str, PolicyVerdict] | None =
     if is_aws_managed(arn):
         verdict = policy.managed_policy_verdict(arn)
     else:
-        try:
-            meta = iam.get_policy(PolicyArn=arn)["Policy"]
-            version = iam.get_policy_version(PolicyArn=arn, VersionId=meta["DefaultVersionId"])["PolicyVersion"]
-        except ClientError as exc:
-            if is_not_found(exc):
-                return None
-            raise
-        verdict = policy.analyze(version.get("Document"))
+        read = read_default_document(iam, arn)
+        if read is None:
+            return None
+        verdict = policy.analyze(read[0])
     if cache is not None:
         cache[arn.lower()] = verdict
     return verdict

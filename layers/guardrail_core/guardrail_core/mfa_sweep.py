@@ -36,7 +36,7 @@ from guardrail_core.aws import client, error_code, is_access_denied, raise_if_tr
 from guardrail_core.config import QUARANTINE, Settings
 from guardrail_core.events import SCHEDULED
 from guardrail_core.findings import Action, Finding, Severity, Status
-from guardrail_core.runtime import REPLAYED, Outcome, _once, deliver_alerts, logger, metrics, render_alerts
+from guardrail_core.runtime import REPLAYED, Outcome, at_most_once, deliver_alerts, logger, metrics, render_alerts
 from guardrail_core.triage import Triage, Verdict
 
 ROOT_ROW = "<root_account>"
@@ -264,7 +264,7 @@ def quarantine_once(iam: Any, settings: Settings, user: str, run_key: str = "", 
     "<run key>#<user>" (IAM user names are case-insensitive), so a retried run replays it instead
     of writing again. Without a run key (a hand-made invocation) or a table: attach directly."""
     key = f"{run_key}#{user.lower()}" if run_key else ""
-    record, _ = _once("sweep_user", key, lambda: _action_record(mfa.attach_quarantine(iam, settings, user)),
+    record, _ = at_most_once("sweep_user", key, lambda: _action_record(mfa.attach_quarantine(iam, settings, user)),
                       settings, context)
     return _action(record)
 
@@ -438,7 +438,7 @@ def handle(raw: Any, settings: Settings, remaining_ms: Callable[[], int] | None 
         return Outcome("ignored", f"detail-type {str(detail_type)[:100]!r} is not a Scheduled Event").to_dict()
     given = raw.get("id")
     key = given[:256] if isinstance(given, str) else ""
-    acted, how = _once("sweep", key, lambda: sweep_once(settings, remaining, key, context), settings, context)
+    acted, how = at_most_once("sweep", key, lambda: sweep_once(settings, remaining, key, context), settings, context)
     if how == REPLAYED:
         logger.info("this scheduled run was already swept: its writes are not repeated, only an undelivered "
                     "digest is sent")

@@ -168,7 +168,7 @@ def deliver_alerts(messages: list[dict[str, str]], cfg: Settings, *, key: str = 
             return {"message_id": str(response.get("MessageId", ""))}
 
         try:
-            sent, _ = _once("alert", f"{key}#{_digest(message)}" if key else "", publish, cfg, context)
+            sent, _ = at_most_once("alert", f"{key}#{_digest(message)}" if key else "", publish, cfg, context)
             ids.append(str(sent.get("message_id", "")))
         except DuplicateInProgress:  # a concurrent duplicate is sending it (and retries if that fails)
             continue
@@ -406,7 +406,7 @@ def act_once(key: str, event: CloudTrailEvent, verdict: Triage, judge: Judge, cf
         return result
 
     try:
-        result, how = _once("act", key, release, cfg, context)
+        result, how = at_most_once("act", key, release, cfg, context)
     except BaseException:
         gate.close("the act record could not be taken (a duplicate in progress, or an error)")
         _drain(judging)
@@ -458,7 +458,7 @@ def _idempotent(table: str, stage: str) -> tuple[Callable[..., Any], Any]:
     return runner, config
 
 
-def _once(stage: str, key: str, work: Callable[[], Any], cfg: Settings, context: Any = None) -> tuple[Any, str]:
+def at_most_once(stage: str, key: str, work: Callable[[], Any], cfg: Settings, context: Any = None) -> tuple[Any, str]:
     """Run `work` at most once per (stage, key): (result, RAN | REPLAYED | UNPROTECTED).
 
     When the table fails, act anyway and say so: a missed remediation is worse than a
@@ -508,20 +508,6 @@ def _once(stage: str, key: str, work: Callable[[], Any], cfg: Settings, context:
                        extra={"stage": stage, "error": str(exc)})
         return work(), UNPROTECTED
     return result, (RAN if started else REPLAYED)
-
-
-def once_per_event(raw: Any, work: Callable[[Any], dict[str, Any]], cfg: Settings, *,
-                   context: Any = None) -> dict[str, Any]:
-    """Run `work(raw)` at most once per event id; degrade to running it when the table fails.
-
-    If `work` raises, its record is cleared and a retry runs it again: use this for work
-    that is safe to repeat after a failure (the sweep re-reads the account each time).
-    """
-    key = raw.get("id") if isinstance(raw, Mapping) else None
-    if not isinstance(key, str):
-        return work(raw)
-    result, _ = _once("event", key, lambda: work(raw), cfg, context)
-    return dict(result)
 
 
 def make_handler(judge: Judge, *, regions: Collection[str] | None = None) -> Callable[[Any, Any], dict[str, Any]]:

@@ -228,3 +228,38 @@ def test_a_changed_default_version_is_read_afresh() -> None:
         read = lockout.read_facts(iam, SETTINGS)
     verdict = admin_path(read, SETTINGS)
     assert not verdict.ok and "is not the baseline's document" in verdict.reason
+
+
+def _guessed_phoebe(iam: Any) -> None:
+    lockout.read_facts(iam, SETTINGS)
+    assert lockout.last_seen()[SETTINGS.admin_group.lower()][0] == ("phoebe",)
+
+
+def test_the_guessed_member_whose_device_was_deactivated_proves_nothing() -> None:
+    """Another way to the same state (the guessed member cannot use the path): DeactivateMFADevice
+    while she stays in the group. Her facts are read afresh; quinn, without MFA, cannot prove it."""
+    with baseline_account() as local:
+        del local
+        iam = _iam()
+        _guessed_phoebe(iam)
+        add_user(iam, "quinn", mfa=False, group="administrators")
+        for device in iam.list_mfa_devices(UserName="phoebe")["MFADevices"]:
+            iam.deactivate_mfa_device(UserName="phoebe", SerialNumber=device["SerialNumber"])
+        verdict = admin_path(lockout.read_facts(iam, SETTINGS), SETTINGS)
+    assert not verdict.ok and "no member of group administrators has an MFA device" in verdict.reason
+
+
+def test_the_guessed_member_without_a_way_to_sign_in_proves_nothing() -> None:
+    """A third way: DeleteLoginProfile and DeleteAccessKey leave her MFA device but no way to sign in;
+    the second round reads the other members, and rob (MFA and a password) proves the path."""
+    with baseline_account() as local:
+        del local
+        iam = _iam()
+        _guessed_phoebe(iam)
+        iam.delete_login_profile(UserName="phoebe")
+        for key in iam.list_access_keys(UserName="phoebe")["AccessKeyMetadata"]:
+            iam.delete_access_key(UserName="phoebe", AccessKeyId=key["AccessKeyId"])
+        assert not admin_path(lockout.read_facts(iam, SETTINGS), SETTINGS).ok
+        add_user(iam, "rob", mfa=True, group="administrators")
+        verdict = admin_path(lockout.read_facts(iam, SETTINGS), SETTINGS)
+    assert verdict.ok and "member rob" in verdict.reason
